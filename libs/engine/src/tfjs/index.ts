@@ -1,0 +1,14 @@
+export { createTfjsModel, TfjsModel, type TfjsModelOptions } from './tfjs-model.js';
+export type { TfjsBackendName } from './backend.js';
+export {
+  baseTensorShapes,
+  loraSites,
+  loraSite,
+  loraScale,
+  loraTensorShapes,
+  projectionModule,
+  projectionShape,
+  projectionHasBias,
+  type LoraSiteLayout,
+} from './tensor-layout.js';
+export { adamWUpdate, clipCoefficient, createAdamWState, globalGradNorm, type AdamWState } from './adamw.js';

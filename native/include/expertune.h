@@ -1,0 +1,148 @@
+/*
+ * Expertune native core: the C API.
+ *
+ * The core owns a model's weights, adapters, optimizer state and activations. Callers hand it
+ * token batches and read back losses and statistics; nothing crosses the API per operation.
+ * The math is specified in docs/engine.md. All tensors are float32, row-major, with Hugging Face
+ * names (e.g. "model.layers.0.self_attn.q_proj.weight", "...q_proj.lora_A.weight").
+ *
+ * Every function returning int returns 0 on success and -1 on failure; et_last_error() then
+ * describes the failure (per thread). A model is not thread-safe: one call at a time.
+ */
+#ifndef EXPERTUNE_H
+#define EXPERTUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ET_ROPE_NONE 0
+#define ET_ROPE_LINEAR 1
+#define ET_ROPE_LLAMA3 2
+
+typedef struct et_model_config {
+  int32_t vocab_size;
+  int32_t hidden_size;
+  int32_t intermediate_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  float rms_norm_eps;
+  double rope_theta;
+  int32_t rope_scaling_type; /* ET_ROPE_* */
+  double rope_factor;
+  double rope_low_freq_factor;
+  double rope_high_freq_factor;
+  int32_t rope_original_max_position;
+  int32_t max_position_embeddings;
+  int32_t tie_word_embeddings;
+  int32_t qkv_bias;
+  int32_t o_bias;
+  int32_t mlp_bias;
+  int32_t sliding_window; /* 0: full causal attention */
+} et_model_config;
+
+/* Projection indices (bit i of et_lora_config.target_mask). */
+#define ET_PROJ_Q 0
+#define ET_PROJ_K 1
+#define ET_PROJ_V 2
+#define ET_PROJ_O 3
+#define ET_PROJ_GATE 4
+#define ET_PROJ_UP 5
+#define ET_PROJ_DOWN 6
+#define ET_NUM_PROJ 7
+
+typedef struct et_lora_config {
+  int32_t rank;
+  float alpha;
+  int32_t use_rslora;
+  float dropout;
+  uint32_t target_mask;
+  uint32_t seed;
+} et_lora_config;
+
+#define ET_TRAIN_LORA 0
+#define ET_TRAIN_FULL 1
+
+#define ET_TENSORS_BASE 0
+#define ET_TENSORS_ADAPTER 1
+#define ET_TENSORS_TRAINABLE 2
+
+typedef struct et_step_options {
+  float loss_scale;
+  uint32_t dropout_seed;
+  int32_t need_input_grad;
+  int32_t recompute;
+} et_step_options;
+
+typedef struct et_step_stats {
+  double loss_sum;
+  int64_t tokens;
+  int64_t correct;
+} et_step_stats;
+
+typedef struct et_adamw {
+  float lr;
+  float beta1;
+  float beta2;
+  float eps;
+  float weight_decay;
+  float max_grad_norm; /* 0: no clipping */
+} et_adamw;
+
+typedef struct et_model et_model;
+typedef struct et_session et_session;
+
+const char* et_last_error(void);
+
+/* Threads used by the core (the caller's thread counts as one). 0 = all cores. */
+int et_set_num_threads(int32_t n);
+int32_t et_get_num_threads(void);
+/* The SIMD kernels selected for this CPU ("avx512", "avx2" or "generic") and the BLAS config. */
+const char* et_cpu_kernels(void);
+const char* et_blas_info(void);
+
+et_model* et_model_create(const et_model_config* config);
+void et_model_free(et_model* model);
+
+/* Tensors by Hugging Face name. count is the number of floats of the caller's buffer. */
+int et_set_tensor(et_model* model, const char* name, const float* values, size_t count);
+int et_get_tensor(et_model* model, const char* name, float* out, size_t count);
+int et_get_grad(et_model* model, const char* name, float* out, size_t count);
+/* Writes up to 4 dims into shape, their number into ndim. */
+int et_tensor_shape(et_model* model, const char* name, int64_t* shape, int32_t* ndim);
+/* Names of one kind, '\n'-separated, into buf; returns the needed length (with the NUL) or -1. */
+int64_t et_tensor_names(et_model* model, int32_t kind, char* buf, size_t buf_len);
+
+/* Attach a LoRA adapter (A initialised from the seed, B = 0). Replaces any previous one. */
+int et_attach_lora(et_model* model, const et_lora_config* config);
+int et_set_train_mode(et_model* model, int32_t mode);
+
+/* Logits [batch, seq_len, vocab] into logits_out (batch*seq_len*vocab floats). */
+int et_forward(et_model* model, const int32_t* ids, int32_t batch, int32_t seq_len, float* logits_out);
+/* Forward and backward; gradients accumulate until et_optimizer_step or et_zero_grad. */
+int et_forward_backward(et_model* model, const int32_t* ids, const int32_t* targets, int32_t batch,
+                        int32_t seq_len, const et_step_options* options, et_step_stats* stats);
+/* dL/d(input embeddings) [batch, seq_len, hidden] of the last et_forward_backward with need_input_grad. */
+int et_input_grad(et_model* model, float* out, size_t count);
+int et_zero_grad(et_model* model);
+int et_optimizer_step(et_model* model, const et_adamw* hyper, float* grad_norm_out);
+/* Number of optimizer steps taken (AdamW's t). */
+int64_t et_optimizer_steps(et_model* model);
+
+/* Incremental decoding of one sequence with a KV cache. */
+et_session* et_session_create(et_model* model, int32_t max_length);
+void et_session_free(et_session* session);
+/* Appends n tokens; writes the logits [vocab] after the last one. */
+int et_session_append(et_session* session, const int32_t* ids, int32_t n, float* logits_out);
+int32_t et_session_length(et_session* session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EXPERTUNE_H */

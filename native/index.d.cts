@@ -1,0 +1,85 @@
+/** The raw binding; libs/engine wraps it in the engine interface. */
+export interface NativeModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** 0 none, 1 linear, 2 llama3 */
+  ropeScalingType: number;
+  ropeFactor: number;
+  ropeLowFreqFactor: number;
+  ropeHighFreqFactor: number;
+  ropeOriginalMaxPosition: number;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  qkvBias: boolean;
+  oBias: boolean;
+  mlpBias: boolean;
+  /** 0 for none */
+  slidingWindow: number;
+}
+
+export interface NativeLoraConfig {
+  rank: number;
+  alpha: number;
+  useRslora: boolean;
+  dropout: number;
+  /** bit p set = projection p (q, k, v, o, gate, up, down) adapted */
+  targetMask: number;
+  seed: number;
+}
+
+export interface NativeStepStats {
+  lossSum: number;
+  tokens: number;
+  correct: number;
+}
+
+export class NativeModel {
+  constructor(config: NativeModelConfig);
+  setTensor(name: string, values: Float32Array): void;
+  getTensor(name: string): Float32Array;
+  getGrad(name: string): Float32Array;
+  tensorShape(name: string): number[];
+  /** 0 base, 1 adapter, 2 trainable */
+  tensorNames(kind: 0 | 1 | 2): string[];
+  attachLora(config: NativeLoraConfig): void;
+  /** 0 LoRA only, 1 full fine-tuning */
+  setTrainMode(mode: 0 | 1): void;
+  forward(ids: Int32Array, batch: number, seqLen: number): Promise<Float32Array>;
+  forwardBackward(
+    ids: Int32Array,
+    targets: Int32Array,
+    batch: number,
+    seqLen: number,
+    options: { lossScale: number; dropoutSeed: number; needInputGrad?: boolean; recompute?: boolean },
+  ): Promise<NativeStepStats>;
+  /** rows = batch × seqLen of the last forwardBackward with needInputGrad */
+  inputGrad(rows: number): Float32Array;
+  zeroGrad(): void;
+  optimizerStep(hyper: {
+    lr: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weightDecay: number;
+    maxGradNorm: number;
+  }): Promise<number>;
+  optimizerSteps(): number;
+  sessionCreate(maxLength: number): number;
+  sessionAppend(session: number, ids: Int32Array): Promise<Float32Array>;
+  sessionFree(session: number): void;
+  dispose(): void;
+}
+
+export function setNumThreads(threads: number): void;
+export function getNumThreads(): number;
+/** "avx512", "avx2" or "generic" */
+export function cpuKernels(): string;
+export function blasInfo(): string;
+export const addonPath: string;

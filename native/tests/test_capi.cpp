@@ -1,0 +1,129 @@
+// The C API's contract: clear errors for bad input, never a crash.
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "expertune.h"
+
+namespace {
+et_model_config small() {
+  et_model_config c{};
+  c.vocab_size = 10;
+  c.hidden_size = 8;
+  c.intermediate_size = 12;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 4;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 10000;
+  c.max_position_embeddings = 32;
+  return c;
+}
+bool error_mentions(const char* text) { return std::string(et_last_error()).find(text) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("invalid configurations are refused with the field named") {
+  et_model_config c = small();
+  c.num_kv_heads = 3;
+  CHECK(et_model_create(&c) == nullptr);
+  CHECK(error_mentions("num_key_value_heads"));
+  c = small();
+  c.head_dim = 3;
+  CHECK(et_model_create(&c) == nullptr);
+  CHECK(error_mentions("head_dim"));
+  c = small();
+  c.vocab_size = 0;
+  CHECK(et_model_create(&c) == nullptr);
+  CHECK(error_mentions("vocab_size"));
+  c = small();
+  c.rope_scaling_type = ET_ROPE_LLAMA3;
+  c.rope_factor = 8;
+  CHECK(et_model_create(&c) == nullptr);
+  CHECK(error_mentions("llama3"));
+  CHECK(et_model_create(nullptr) == nullptr);
+}
+
+TEST_CASE("tensors: unknown names, wrong sizes, missing tensors and untrainable gradients") {
+  et_model_config c = small();
+  et_model* m = et_model_create(&c);
+  CHECK(m != nullptr);
+  std::vector<float> v(80, 0.5f);
+  CHECK(et_set_tensor(m, "model.layers.7.self_attn.q_proj.weight", v.data(), 64) != 0);
+  CHECK(error_mentions("unknown tensor 'model.layers.7.self_attn.q_proj.weight'"));
+  CHECK(et_set_tensor(m, "model.embed_tokens.weight", v.data(), 79) != 0);
+  CHECK(error_mentions("[10, 8]"));
+  CHECK(et_set_tensor(m, "model.layers.0.self_attn.q_proj.lora_A.weight", v.data(), 8) != 0);
+  CHECK(error_mentions("no adapter is attached"));
+  int64_t shape[4];
+  int32_t nd = 0;
+  CHECK(et_tensor_shape(m, "model.layers.0.self_attn.k_proj.weight", shape, &nd) == 0);
+  CHECK(nd == 2 && shape[0] == 4 && shape[1] == 8);
+  // Nothing set yet: a forward names what is missing.
+  int32_t ids[3] = {1, 2, 3};
+  std::vector<float> logits(30);
+  CHECK(et_forward(m, ids, 1, 3, logits.data()) != 0);
+  CHECK(error_mentions("never set"));
+  CHECK(error_mentions("model.embed_tokens.weight"));
+  CHECK(et_get_grad(m, "model.embed_tokens.weight", v.data(), 80) != 0);
+  CHECK(error_mentions("not trainable"));
+  et_model_free(m);
+}
+
+TEST_CASE("token ids and targets outside the vocabulary are refused with their position") {
+  et_model_config c = small();
+  et_model* m = et_model_create(&c);
+  char names[4096];
+  int64_t needed = et_tensor_names(m, ET_TENSORS_BASE, names, sizeof names);
+  CHECK(needed > 0 && needed < 4096);
+  std::string all(names);
+  size_t start = 0;
+  while (start < all.size()) {
+    size_t end = all.find('\n', start);
+    if (end == std::string::npos) end = all.size();
+    std::string name = all.substr(start, end - start);
+    int64_t shape[4];
+    int32_t nd;
+    et_tensor_shape(m, name.c_str(), shape, &nd);
+    size_t n = 1;
+    for (int i = 0; i < nd; ++i) n *= shape[i];
+    std::vector<float> v(n, 0.01f);
+    CHECK(et_set_tensor(m, name.c_str(), v.data(), n) == 0);
+    start = end + 1;
+  }
+  int32_t ids[4] = {1, 2, 10, 3};
+  std::vector<float> logits(40);
+  CHECK(et_forward(m, ids, 1, 4, logits.data()) != 0);
+  CHECK(error_mentions("ids[2] = 10"));
+  int32_t good[4] = {1, 2, 3, 4}, targets[4] = {2, 3, -2, -1};
+  et_step_options opt{1.0f, 0, 0, 0};
+  CHECK(et_forward_backward(m, good, targets, 1, 4, &opt, nullptr) != 0);
+  CHECK(error_mentions("nothing to train"));
+  et_lora_config bad{0, 1.0f, 0, 0.0f, 1, 0};
+  CHECK(et_attach_lora(m, &bad) != 0);
+  CHECK(error_mentions("rank"));
+  et_lora_config lc{2, 1.0f, 0, 0.0f, 1, 0};
+  CHECK(et_attach_lora(m, &lc) == 0);
+  CHECK(et_forward_backward(m, good, targets, 1, 4, &opt, nullptr) != 0);
+  CHECK(error_mentions("targets[2] = -2"));
+  targets[2] = 4;
+  et_step_stats stats{};
+  CHECK(et_forward_backward(m, good, targets, 1, 4, &opt, &stats) == 0);
+  CHECK(stats.tokens == 3);
+  et_adamw hyper{-1.0f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+  CHECK(et_optimizer_step(m, &hyper, nullptr) != 0);
+  CHECK(error_mentions("lr=-1"));
+  CHECK(et_session_create(m, 0) == nullptr);
+  et_model_free(m);
+}
+
+TEST_CASE("thread count and build information") {
+  CHECK(et_set_num_threads(3) == 0);
+  CHECK(et_get_num_threads() == 3);
+  CHECK(et_set_num_threads(-1) != 0);
+  CHECK(et_set_num_threads(0) == 0);
+  CHECK(et_get_num_threads() >= 1);
+  CHECK(std::string(et_blas_info()).find("OpenBLAS") != std::string::npos);
+}
+
+int main() { return check::run_all(); }

@@ -1,0 +1,9 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    projects: ['libs/*', 'tests'],
+    // The native engine runs its own thread pool; parallel test files would fight over two cores.
+    fileParallelism: false,
+  },
+});
