@@ -27,5 +27,15 @@ if (process.argv.includes('--ctest')) {
   run('ctest', ['--test-dir', buildDir, '--output-on-failure']);
 } else {
   const cmakeJs = join(root, 'node_modules', '.bin', 'cmake-js');
-  run(cmakeJs, ['build', '--directory', nativeDir, '--out', join(nativeDir, 'build'), '--parallel', jobs, '--log-level', 'warn']);
+  run(cmakeJs, [
+    'build',
+    '--directory',
+    nativeDir,
+    '--out',
+    join(nativeDir, 'build'),
+    '--parallel',
+    jobs,
+    '--log-level',
+    'warn',
+  ]);
 }

@@ -25,6 +25,7 @@ thread_local std::string last_error;
 
 template <typename F>
 int guarded(F&& body) {
+  et::FlushDenormals flush;
   try {
     body();
     return 0;

@@ -11,6 +11,10 @@
 #include <string>
 #include <utility>
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 namespace et {
 
 // Every failure inside the core is an Error; the C API turns it into -1 + et_last_error().
@@ -62,6 +66,20 @@ class Buffer {
   };
   std::unique_ptr<float, Free> data_;
   size_t count_ = 0;
+};
+
+// Flush denormals to zero on this thread while in scope. Late in training, gradients and Adam's
+// second moments drift into the denormal range, where every operation on them costs ~100 cycles:
+// without this a converging run slows down several times over. Values below 1e-38 do not matter.
+class FlushDenormals {
+ public:
+#if defined(__x86_64__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
 };
 
 // A parameter: its values and, while it is trainable, its accumulated gradient.

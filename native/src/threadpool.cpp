@@ -64,6 +64,7 @@ void ThreadPool::resize(int threads) {
 }
 
 void ThreadPool::worker_loop(int index, uint64_t seen) {
+  FlushDenormals flush;  // for the thread's whole life (see common.h)
   for (;;) {
     int spins = 0;
     while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {

@@ -2,12 +2,7 @@
  * The engine's TypeScript face: `Engine` (native or tfjs) loads a `Model` from a Hugging Face
  * directory; a model carries at most one `Adapter`; an `Optimizer` runs training steps on it.
  */
-import {
-  loadModelConfig,
-  openCheckpoint,
-  validateCheckpointAgainstConfig,
-  type LlamaConfig,
-} from '@expertune/formats';
+import { loadModelConfig, openCheckpoint, validateCheckpointAgainstConfig, type LlamaConfig } from '@expertune/formats';
 
 import { hash3 } from './rng.js';
 import { learningRate, type LearningRateSchedule } from './schedule.js';
@@ -39,7 +34,8 @@ export class Engine {
   ) {}
 
   static create(name: EngineName, options: EngineOptions = {}): Engine {
-    if (name !== 'native' && name !== 'tfjs') throw new RangeError(`unknown engine '${String(name)}': use native or tfjs`);
+    if (name !== 'native' && name !== 'tfjs')
+      throw new RangeError(`unknown engine '${String(name)}': use native or tfjs`);
     if (name === 'native' && options.threads !== undefined) setNativeThreads(options.threads);
     return new Engine(name, options);
   }
@@ -61,7 +57,8 @@ export class Engine {
       validateCheckpointAgainstConfig(config, checkpoint, dir);
       const model = await this.createModel(config);
       try {
-        for (const name of model.backend.tensorNames('base')) model.backend.setTensor(name, checkpoint.readFloat32(name));
+        for (const name of model.backend.tensorNames('base'))
+          model.backend.setTensor(name, checkpoint.readFloat32(name));
       } catch (error) {
         model.dispose();
         throw error;
@@ -113,7 +110,8 @@ export class Model {
 
   parameterCount(kind: 'base' | 'trainable'): number {
     let total = 0;
-    for (const name of this.backend.tensorNames(kind)) total += this.backend.tensorShape(name).reduce((a, b) => a * b, 1);
+    for (const name of this.backend.tensorNames(kind))
+      total += this.backend.tensorShape(name).reduce((a, b) => a * b, 1);
     return total;
   }
 
@@ -138,9 +136,11 @@ export class Adapter {
   load(weights: ReadonlyMap<string, Float32Array>): void {
     const expected = this.tensorNames();
     const missing = expected.filter((name) => !weights.has(name));
-    if (missing.length > 0) throw new Error(`adapter weights missing ${missing.length} tensor(s): ${missing.slice(0, 5).join(', ')}`);
+    if (missing.length > 0)
+      throw new Error(`adapter weights missing ${missing.length} tensor(s): ${missing.slice(0, 5).join(', ')}`);
     const unexpected = [...weights.keys()].filter((name) => !expected.includes(name));
-    if (unexpected.length > 0) throw new Error(`adapter weights have unexpected tensor(s): ${unexpected.slice(0, 5).join(', ')}`);
+    if (unexpected.length > 0)
+      throw new Error(`adapter weights have unexpected tensor(s): ${unexpected.slice(0, 5).join(', ')}`);
     for (const name of expected) this.backend.setTensor(name, weights.get(name)!);
   }
 }

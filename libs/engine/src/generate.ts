@@ -29,7 +29,9 @@ export async function generate(model: Model, prompt: readonly number[], options:
   try {
     let logits = await session.append(prompt);
     for (let i = 0; i < options.maxNewTokens; i++) {
-      const next = greedy ? argmax(logits) : sampleTopP(logits, temperature, topP, uniform(hash3(options.seed ?? 0, i, 0x5eed)));
+      const next = greedy
+        ? argmax(logits)
+        : sampleTopP(logits, temperature, topP, uniform(hash3(options.seed ?? 0, i, 0x5eed)));
       out.push(next);
       if (stop.has(next) || i + 1 === options.maxNewTokens) break;
       logits = await session.append([next]);

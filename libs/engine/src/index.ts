@@ -1,8 +1,18 @@
 export * from './types.js';
-export { Engine, Model, Adapter, Optimizer, type EngineName, type EngineOptions, type OptimizerConfig, type TrainStepResult } from './engine.js';
+export {
+  Engine,
+  Model,
+  Adapter,
+  Optimizer,
+  type EngineName,
+  type EngineOptions,
+  type OptimizerConfig,
+  type TrainStepResult,
+} from './engine.js';
 export { learningRate, type LearningRateSchedule, type ScheduleKind } from './schedule.js';
 export { generate, argmax, sampleTopP, type GenerateOptions } from './generate.js';
 export { NativeModelBackend, nativeInfo, setNativeThreads, loraTargetMask } from './native-model.js';
 export { createTfjsModel, TfjsModel } from './tfjs/index.js';
 export { mix32, hash3, uniform, loraInitA } from './rng.js';
 export { ropeFrequencies, ropeTables } from './rope.js';
+export { randomLlamaConfig, randomWeights, type RandomWeightsOptions } from './testing/random-model.js';

@@ -54,7 +54,8 @@ export function loraTargetMask(targets: readonly string[]): number {
   let mask = 0;
   for (const target of targets) {
     const index = (PROJECTIONS as readonly string[]).indexOf(target);
-    if (index < 0) throw new RangeError(`unknown LoRA target module '${target}'; expected one of ${PROJECTIONS.join(', ')}`);
+    if (index < 0)
+      throw new RangeError(`unknown LoRA target module '${target}'; expected one of ${PROJECTIONS.join(', ')}`);
     mask |= 1 << index;
   }
   return mask;
@@ -66,7 +67,12 @@ export function setNativeThreads(threads: number): void {
 }
 
 export function nativeInfo(): { kernels: string; blas: string; threads: number; addon: string } {
-  return { kernels: native.cpuKernels(), blas: native.blasInfo(), threads: native.getNumThreads(), addon: native.addonPath };
+  return {
+    kernels: native.cpuKernels(),
+    blas: native.blasInfo(),
+    threads: native.getNumThreads(),
+    addon: native.addonPath,
+  };
 }
 
 export class NativeModelBackend implements ModelBackend {

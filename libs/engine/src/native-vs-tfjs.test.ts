@@ -45,10 +45,19 @@ const VARIANTS: Array<[string, Partial<LlamaConfig>]> = [
       oBias: true,
       mlpBias: true,
       ropeTheta: 500000,
-      ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 },
+      ropeScaling: {
+        type: 'llama3',
+        factor: 8,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositionEmbeddings: 16,
+      },
     },
   ],
-  ['linear RoPE, hidden 48 with 6 heads of 8, 3 layers', { hiddenSize: 48, numHeads: 6, numKvHeads: 3, numLayers: 3, ropeScaling: { type: 'linear', factor: 2 } }],
+  [
+    'linear RoPE, hidden 48 with 6 heads of 8, 3 layers',
+    { hiddenSize: 48, numHeads: 6, numKvHeads: 3, numLayers: 3, ropeScaling: { type: 'linear', factor: 2 } },
+  ],
 ];
 
 const LORA: LoraConfig = {

@@ -1,7 +1,0 @@
-import { defineProject } from 'vitest/config';
-
-export default defineProject({
-  resolve: { conditions: ['source'] },
-  ssr: { resolve: { conditions: ['source'] } },
-  test: { name: 'db', include: ['src/**/*.test.ts'], testTimeout: 120_000 },
-});

@@ -1,0 +1,276 @@
+/**
+ * Exported adapters and models (docs/adapter-format.md in the shared docs, restated in this
+ * repository's docs/adapter-format.md): a directory of safetensors and JSON, never pickle,
+ * written under a temporary name and renamed into place so a reader never sees half of it.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+
+import type { DType } from './dtype.js';
+import { CheckpointError } from './errors.js';
+import { SafetensorsFile, serializeSafetensors, type TensorsToWrite } from './safetensors.js';
+
+/** PEFT's prefix on every tensor key of a LoRA adapter. */
+export const PEFT_PREFIX = 'base_model.model.';
+
+export interface ManifestInfo {
+  runId: string;
+  baseModel: string;
+  method: string;
+  datasetHash: string | null;
+  finalMetrics: Record<string, number>;
+}
+
+export interface FileEntry {
+  sha256: string;
+  bytes: number;
+}
+
+/**
+ * Writes `files` plus `manifest.json` (sha256 and size of each file, and `info`) as directory
+ * `dir`, replacing it atomically: the new content is complete before the old one goes.
+ */
+export function writeExportDirectory(
+  dir: string,
+  files: Record<string, Uint8Array | string>,
+  info: ManifestInfo,
+): void {
+  const parent = dirname(dir);
+  mkdirSync(parent, { recursive: true });
+  const staging = join(parent, `.${basename(dir)}.partial-${process.pid}-${Date.now()}`);
+  mkdirSync(staging);
+  try {
+    const entries: Record<string, FileEntry> = {};
+    for (const [name, content] of Object.entries(files)) {
+      const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+      writeFileSync(join(staging, name), bytes);
+      entries[name] = { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.byteLength };
+    }
+    const manifest = {
+      format_version: 1,
+      created_at: new Date().toISOString(),
+      run_id: info.runId,
+      base_model: info.baseModel,
+      method: info.method,
+      dataset_hash: info.datasetHash,
+      final_metrics: info.finalMetrics,
+      files: entries,
+    };
+    writeFileSync(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    const previous = existsSync(dir) ? `${staging}.old` : null;
+    if (previous) renameSync(dir, previous);
+    renameSync(staging, dir);
+    if (previous) rmSync(previous, { recursive: true, force: true });
+  } catch (error) {
+    rmSync(staging, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Checks every file listed in an export's manifest.json against its size and sha256. */
+export function verifyExportDirectory(dir: string): void {
+  const manifestPath = join(dir, 'manifest.json');
+  if (!existsSync(manifestPath)) throw new CheckpointError('no manifest.json in the export directory', dir);
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { files?: Record<string, FileEntry> };
+  for (const [name, entry] of Object.entries(manifest.files ?? {})) {
+    const path = join(dir, name);
+    if (!existsSync(path)) throw new CheckpointError(`manifest lists ${name}, which is missing`, dir);
+    const bytes = readFileSync(path);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    if (bytes.byteLength !== entry.bytes || sha256 !== entry.sha256)
+      throw new CheckpointError(`${name} does not match manifest.json (size or sha256 differ)`, dir);
+  }
+}
+
+export interface LoraHyperparameters {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  useRslora: boolean;
+  targetModules: string[];
+}
+
+export interface PeftLoraExport extends LoraHyperparameters {
+  baseModel: string;
+  /** Adapter tensors under the engine's names (`model.layers.0.self_attn.q_proj.lora_A.weight`). */
+  tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array }>;
+  dtype?: Extract<DType, 'F32' | 'BF16' | 'F16'>;
+  manifest: Omit<ManifestInfo, 'baseModel' | 'method'>;
+  /** Lines for the model card (hyperparameters, metrics, …). */
+  card: Record<string, string | number>;
+}
+
+/** A plain LoRA export in HF PEFT's layout (loads in PEFT, vLLM and SGLang). */
+export function writePeftLoraExport(dir: string, adapter: PeftLoraExport): void {
+  const dtype = adapter.dtype ?? 'F32';
+  const tensors: TensorsToWrite = new Map(
+    [...adapter.tensors].map(([name, t]) => [PEFT_PREFIX + name, { dtype, shape: t.shape, data: t.data }] as const),
+  );
+  const config = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: adapter.baseModel,
+    r: adapter.rank,
+    lora_alpha: adapter.alpha,
+    lora_dropout: adapter.dropout,
+    target_modules: adapter.targetModules,
+    bias: 'none',
+    use_rslora: adapter.useRslora,
+    use_dora: false,
+    modules_to_save: null,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_to_transform: null,
+    revision: null,
+  };
+  const trainable = [...adapter.tensors.values()].reduce((sum, t) => sum + t.data.length, 0);
+  writeExportDirectory(
+    dir,
+    {
+      'adapter_config.json': JSON.stringify(config, null, 2) + '\n',
+      'adapter_model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
+      'README.md': modelCard(
+        'LoRA adapter',
+        adapter.baseModel,
+        'lora',
+        trainable,
+        adapter.card,
+        adapter.manifest.finalMetrics,
+      ),
+    },
+    { ...adapter.manifest, baseModel: adapter.baseModel, method: 'lora' },
+  );
+}
+
+export interface LoadedLoraAdapter extends LoraHyperparameters {
+  baseModel: string | null;
+  tensors: Map<string, Float32Array>;
+}
+
+/** Reads a PEFT LoRA directory (ours or any PEFT-written one) back into engine tensor names. */
+export function readPeftLoraAdapter(dir: string): LoadedLoraAdapter {
+  const configPath = join(dir, 'adapter_config.json');
+  if (!existsSync(configPath)) throw new CheckpointError('no adapter_config.json: not a PEFT adapter directory', dir);
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  const fail = (message: string): never => {
+    throw new CheckpointError(`adapter_config.json: ${message}`, dir);
+  };
+  if (config.peft_type !== 'LORA') fail(`peft_type is ${JSON.stringify(config.peft_type)}, expected "LORA"`);
+  if (config.use_dora === true) fail('use_dora is true: DoRA adapters are not supported');
+  if (config.fan_in_fan_out === true) fail('fan_in_fan_out is true: only nn.Linear-layout adapters are supported');
+  if (config.bias !== undefined && config.bias !== 'none')
+    fail(`bias is ${JSON.stringify(config.bias)}, only "none" is supported`);
+  const rank = config.r;
+  const alpha = config.lora_alpha;
+  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank <= 0)
+    fail(`r must be a positive integer, got ${JSON.stringify(rank)}`);
+  if (typeof alpha !== 'number' || !(alpha > 0))
+    fail(`lora_alpha must be a positive number, got ${JSON.stringify(alpha)}`);
+  const targets = config.target_modules;
+  if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string'))
+    fail('target_modules must be a list of module names (regex strings are not supported)');
+  const weightsPath = join(dir, 'adapter_model.safetensors');
+  if (!existsSync(weightsPath)) {
+    if (existsSync(join(dir, 'adapter_model.bin')))
+      throw new CheckpointError('adapter_model.bin is a pickle file and is not loaded: convert it to safetensors', dir);
+    throw new CheckpointError('no adapter_model.safetensors', dir);
+  }
+  const file = SafetensorsFile.open(weightsPath);
+  try {
+    const tensors = new Map<string, Float32Array>();
+    for (const key of file.names()) {
+      if (!key.startsWith(PEFT_PREFIX))
+        throw new CheckpointError(`tensor ${key} lacks the "${PEFT_PREFIX}" prefix`, weightsPath);
+      // PEFT writes `lora_A.weight`; some tools keep the adapter name (`lora_A.default.weight`).
+      const name = key.slice(PEFT_PREFIX.length).replace(/\.lora_([AB])\.default\.weight$/, '.lora_$1.weight');
+      tensors.set(name, file.readFloat32(key));
+    }
+    return {
+      baseModel: typeof config.base_model_name_or_path === 'string' ? config.base_model_name_or_path : null,
+      rank: rank as number,
+      alpha: alpha as number,
+      dropout: typeof config.lora_dropout === 'number' ? config.lora_dropout : 0,
+      useRslora: config.use_rslora === true,
+      targetModules: targets as string[],
+      tensors,
+    };
+  } finally {
+    file.close();
+  }
+}
+
+export interface FullModelExport {
+  baseModel: string;
+  /** The base model's config.json as read (it is written back unchanged but for torch_dtype). */
+  configJson: Record<string, unknown>;
+  tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array }>;
+  dtype?: Extract<DType, 'F32' | 'BF16' | 'F16'>;
+  /** Extra files copied as they are (tokenizer.json, tokenizer_config.json, …). */
+  extraFiles: Record<string, Uint8Array>;
+  manifest: Omit<ManifestInfo, 'baseModel' | 'method'>;
+  card: Record<string, string | number>;
+}
+
+const TORCH_DTYPE: Record<string, string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
+
+/** A fully fine-tuned model as a Hugging Face model directory. */
+export function writeFullModelExport(dir: string, model: FullModelExport): void {
+  const dtype = model.dtype ?? 'F32';
+  const tensors: TensorsToWrite = new Map(
+    [...model.tensors].map(([name, t]) => [name, { dtype, shape: t.shape, data: t.data }] as const),
+  );
+  const parameters = [...model.tensors.values()].reduce((sum, t) => sum + t.data.length, 0);
+  writeExportDirectory(
+    dir,
+    {
+      ...model.extraFiles,
+      'config.json': JSON.stringify({ ...model.configJson, torch_dtype: TORCH_DTYPE[dtype] }, null, 2) + '\n',
+      'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
+      'README.md': modelCard(
+        'Fully fine-tuned model',
+        model.baseModel,
+        'full',
+        parameters,
+        model.card,
+        model.manifest.finalMetrics,
+      ),
+    },
+    { ...model.manifest, baseModel: model.baseModel, method: 'full' },
+  );
+}
+
+function modelCard(
+  title: string,
+  baseModel: string,
+  method: string,
+  trainable: number,
+  card: Record<string, string | number>,
+  metrics: Record<string, number>,
+): string {
+  const rows = (record: Record<string, string | number>) =>
+    Object.entries(record)
+      .map(([k, v]) => `| ${k} | ${v} |`)
+      .join('\n');
+  return [
+    `# ${title} (Expertune)`,
+    '',
+    `- Base model: \`${baseModel}\``,
+    `- Method: ${method}`,
+    `- Trainable parameters: ${trainable.toLocaleString('en-US')}`,
+    '',
+    '## Hyperparameters',
+    '',
+    '| name | value |',
+    '|---|---|',
+    rows(card),
+    '',
+    '## Final metrics',
+    '',
+    '| metric | value |',
+    '|---|---|',
+    rows(metrics),
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,47 @@
+/** Seeded epoch order and right-padded micro-batches of next-token targets. */
+import { hash3, uniform, type TrainBatch } from '@expertune/engine';
+
+import type { TrainingSequence } from './data.js';
+
+/** A permutation of [0, n) for one epoch (Fisher–Yates over the counter hash). */
+export function epochOrder(n: number, seed: number, epoch: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(uniform(hash3(seed, epoch, i)) * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+/**
+ * Sequences padded on the right to the longest of them; targets are the next token, −1 on the
+ * last real position and on padding.
+ */
+export function makeBatch(sequences: readonly TrainingSequence[], padId: number): TrainBatch {
+  const seqLen = Math.max(...sequences.map((s) => s.ids.length));
+  const ids = new Int32Array(sequences.length * seqLen).fill(padId);
+  const targets = new Int32Array(sequences.length * seqLen).fill(-1);
+  sequences.forEach((sequence, b) => {
+    ids.set(sequence.ids, b * seqLen);
+    for (let t = 0; t + 1 < sequence.ids.length; t++) targets[b * seqLen + t] = sequence.ids[t + 1]!;
+  });
+  return { ids, targets, batch: sequences.length, seqLen };
+}
+
+/** Endless micro-batches, epoch after epoch, each epoch in its own seeded order. */
+export function* microBatches(
+  sequences: readonly TrainingSequence[],
+  batchSize: number,
+  seed: number,
+  padId: number,
+): Generator<TrainBatch> {
+  for (let epoch = 0; ; epoch++) {
+    const order = epochOrder(sequences.length, seed, epoch);
+    for (let i = 0; i < order.length; i += batchSize) {
+      yield makeBatch(
+        order.slice(i, i + batchSize).map((k) => sequences[k]!),
+        padId,
+      );
+    }
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * The `expertune` command line: logits, generate, train, export, init-model, info.
+ * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+import { parseTrainConfig } from '@expertune/contracts';
+import { generate, nativeInfo } from '@expertune/engine';
+import { loadTokenizer, writeSafetensors } from '@expertune/formats';
+import { parse as parseYaml } from 'yaml';
+
+import { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
+import { loadModelWithAdapter } from './load.js';
+import { ProgressLine } from './progress.js';
+import { exportRun } from './run-state.js';
+import { runTraining } from './train.js';
+
+class UsageError extends Error {}
+
+const USAGE = `Usage: expertune <command> [options]
+
+Commands:
+  logits      --model DIR [--adapter DIR] --ids 1,2,3 --out FILE.safetensors
+  generate    --model DIR [--adapter DIR] (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
+              [--greedy | --temperature T --top-p P --seed S] [--json]
+  train       --config FILE.yaml [--set key.path=value ...]
+  export      --run DIR --out DIR [--dtype F32|BF16|F16]
+  init-model  --out DIR [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed S]
+  info        --model DIR
+
+Common options: --engine native|tfjs (default native), --threads N (0 = all cores)`;
+
+const COMMON: ParseArgsConfig['options'] = {
+  engine: { type: 'string', default: 'native' },
+  threads: { type: 'string', default: '0' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+function options(args: string[], spec: ParseArgsConfig['options']) {
+  try {
+    return parseArgs({ args, options: { ...COMMON, ...spec }, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function required(values: Record<string, unknown>, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+function integer(value: unknown, name: string, min = 0): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min)
+    throw new UsageError(`--${name} must be an integer >= ${min}, got ${String(value)}`);
+  return n;
+}
+
+function parseIds(text: string): number[] {
+  const ids = text.split(',').map((part) => part.trim());
+  if (ids.some((id) => !/^\d+$/.test(id)))
+    throw new UsageError(`--ids must be comma-separated token ids, got '${text}'`);
+  return ids.map(Number);
+}
+
+function engineOf(values: Record<string, unknown>): 'native' | 'tfjs' {
+  const engine = values.engine;
+  if (engine !== 'native' && engine !== 'tfjs')
+    throw new UsageError(`--engine must be native or tfjs, got '${String(engine)}'`);
+  return engine;
+}
+
+async function commandLogits(args: string[]): Promise<void> {
+  const v = options(args, {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    ids: { type: 'string' },
+    out: { type: 'string' },
+  });
+  const ids = parseIds(required(v, 'ids'));
+  const out = required(v, 'out');
+  const model = await loadModelWithAdapter({
+    model: required(v, 'model'),
+    adapter: v.adapter as string | undefined,
+    engine: engineOf(v),
+    threads: integer(v.threads, 'threads'),
+  });
+  try {
+    const logits = await model.logits({ ids: Int32Array.from(ids), batch: 1, seqLen: ids.length });
+    writeSafetensors(out, { logits: { dtype: 'F32', shape: [ids.length, model.config.vocabSize], data: logits } });
+    console.log(`wrote logits [${ids.length}, ${model.config.vocabSize}] to ${out}`);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function commandGenerate(args: string[]): Promise<void> {
+  const v = options(args, {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    ids: { type: 'string' },
+    prompt: { type: 'string' },
+    'max-new-tokens': { type: 'string' },
+    greedy: { type: 'boolean' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string', default: '0' },
+    json: { type: 'boolean' },
+  });
+  const modelDir = required(v, 'model');
+  if ((v.ids === undefined) === (v.prompt === undefined)) throw new UsageError('give exactly one of --ids or --prompt');
+  const sampling = v.temperature !== undefined || v['top-p'] !== undefined;
+  if (v.greedy && sampling) throw new UsageError('--greedy cannot be combined with --temperature or --top-p');
+  const tokenizer = existsSync(resolve(modelDir, 'tokenizer.json')) ? loadTokenizer(modelDir) : null;
+  if (v.prompt !== undefined && !tokenizer)
+    throw new UsageError(`--prompt needs ${modelDir}/tokenizer.json; use --ids instead`);
+  const prompt =
+    v.ids !== undefined ? parseIds(v.ids as string) : tokenizer!.encode(v.prompt as string, { addSpecialTokens: true });
+  const model = await loadModelWithAdapter({
+    model: modelDir,
+    adapter: v.adapter as string | undefined,
+    engine: engineOf(v),
+    threads: integer(v.threads, 'threads'),
+  });
+  try {
+    const ids = await generate(model, prompt, {
+      maxNewTokens: integer(required(v, 'max-new-tokens'), 'max-new-tokens', 1),
+      greedy: !sampling,
+      temperature: v.temperature !== undefined ? Number(v.temperature) : 1,
+      topP: v['top-p'] !== undefined ? Number(v['top-p']) : 1,
+      seed: integer(v.seed, 'seed'),
+      stopIds: model.config.eosTokenIds,
+    });
+    const text = tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : null;
+    if (v.json) console.log(JSON.stringify({ prompt_ids: prompt, ids, text }));
+    else {
+      console.log(`ids: ${ids.join(' ')}`);
+      if (text !== null) console.log(`text: ${text}`);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Applies `--set a.b.c=value` overrides (value parsed as YAML: numbers, booleans, lists). */
+function applyOverrides(config: Record<string, unknown>, sets: string[]): void {
+  for (const set of sets) {
+    const eq = set.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--set expects key.path=value, got '${set}'`);
+    const path = set.slice(0, eq).split('.');
+    let node = config;
+    for (const key of path.slice(0, -1)) {
+      if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+      node = node[key] as Record<string, unknown>;
+    }
+    node[path[path.length - 1]!] = parseYaml(set.slice(eq + 1));
+  }
+}
+
+async function commandTrain(args: string[]): Promise<void> {
+  const v = options(args, { config: { type: 'string' }, set: { type: 'string', multiple: true } });
+  const file = required(v, 'config');
+  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
+  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
+  applyOverrides(raw, (v.set as string[] | undefined) ?? []);
+  // Relative paths in the config are relative to the config file.
+  const base = resolve(file, '..');
+  for (const key of ['model', 'output_dir'] as const)
+    if (typeof raw[key] === 'string') raw[key] = resolve(base, raw[key]);
+  const data = raw.data as Record<string, unknown> | undefined;
+  if (data && typeof data.train === 'string') data.train = resolve(base, data.train);
+  const config = parseTrainConfig(raw, file);
+
+  const progress = new ProgressLine(process.stderr);
+  const abort = new AbortController();
+  const onSignal = () => {
+    progress.note('stopping after this step (interrupt again to quit now)…');
+    process.off('SIGINT', onSignal);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  try {
+    const result = await runTraining(config, {
+      signal: abort.signal,
+      onStart: (info) =>
+        progress.note(
+          `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
+            `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
+        ),
+      onStep: (r) =>
+        progress.update(
+          r.step,
+          r.totalSteps,
+          `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
+          r.elapsedSeconds,
+        ),
+    });
+    progress.done();
+    const first = result.losses[0];
+    const lastLoss = result.losses[result.losses.length - 1];
+    console.log(
+      `${result.stopped ? 'stopped' : 'finished'} after ${result.stepsCompleted}/${result.totalSteps} steps` +
+        (first !== undefined && lastLoss !== undefined ? `: loss ${first.toFixed(4)} → ${lastLoss.toFixed(4)}` : ''),
+    );
+    console.log(`run saved in ${result.outputDir}; export in ${result.exportDir}`);
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+}
+
+async function commandExport(args: string[]): Promise<void> {
+  const v = options(args, {
+    run: { type: 'string' },
+    out: { type: 'string' },
+    dtype: { type: 'string', default: 'F32' },
+  });
+  const dtype = v.dtype;
+  if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16')
+    throw new UsageError(`--dtype must be F32, BF16 or F16, got '${String(dtype)}'`);
+  const out = required(v, 'out');
+  exportRun(required(v, 'run'), out, dtype);
+  console.log(`exported ${required(v, 'run')} to ${out}`);
+}
+
+async function commandInitModel(args: string[]): Promise<void> {
+  const v = options(args, {
+    out: { type: 'string' },
+    preset: { type: 'string', default: 'tiny' },
+    seed: { type: 'string', default: '0' },
+  });
+  const preset = v.preset as string;
+  if (!(preset in MODEL_PRESETS))
+    throw new UsageError(`--preset must be one of ${Object.keys(MODEL_PRESETS).join(', ')}`);
+  const out = required(v, 'out');
+  initRandomModel(out, preset as ModelPreset, integer(v.seed, 'seed'));
+  console.log(`wrote a randomly initialised '${preset}' Llama model to ${out}`);
+}
+
+async function commandInfo(args: string[]): Promise<void> {
+  const v = options(args, { model: { type: 'string' } });
+  const model = await loadModelWithAdapter({
+    model: required(v, 'model'),
+    engine: engineOf(v),
+    threads: integer(v.threads, 'threads'),
+  });
+  try {
+    const info = { config: model.config, parameters: model.parameterCount('base'), engine: model.backend.engineName };
+    console.log(
+      JSON.stringify(model.backend.engineName === 'native' ? { ...info, native: nativeInfo() } : info, null, 2),
+    );
+  } finally {
+    model.dispose();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  logits: commandLogits,
+  generate: commandGenerate,
+  train: commandTrain,
+  export: commandExport,
+  'init-model': commandInitModel,
+  info: commandInfo,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || rest.includes('--help') || rest.includes('-h')) {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`error: unknown command '${command}'\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await run(rest);
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`error: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`error: ${(error as Error).message}`);
+    if (process.env.EXPERTUNE_DEBUG) console.error((error as Error).stack);
+    return 1;
+  }
+}
