@@ -5,7 +5,7 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Engine } from '@expertune/engine';
+import { Engine, relativeL2 } from '@expertune/engine';
 import { SafetensorsFile, writeSafetensors } from '@expertune/formats';
 import { initRandomModel } from '@expertune/trainer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,16 +49,6 @@ async function logitsOf(engineName: 'native' | 'tfjs', dir: string): Promise<Flo
   return logits;
 }
 
-function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
 describe('checkpoint layouts and dtypes', () => {
   it('a BF16 checkpoint sharded in two files equals the F32 checkpoint of its rounded weights', async () => {
     const sharded = modelDir('bf16-sharded');
@@ -92,9 +82,9 @@ describe('checkpoint layouts and dtypes', () => {
         await logitsOf(engine, rounded),
         await logitsOf(engine, f32Dir),
       ];
-      expect(relL2(fromShards, fromRounded)).toBeLessThan(1e-6);
-      expect(relL2(fromShards, original)).toBeGreaterThan(1e-5); // BF16 really was rounded
-      expect(relL2(fromShards, original)).toBeLessThan(2e-2);
+      expect(relativeL2(fromShards, fromRounded)).toBeLessThan(1e-6);
+      expect(relativeL2(fromShards, original)).toBeGreaterThan(1e-5); // BF16 really was rounded
+      expect(relativeL2(fromShards, original)).toBeLessThan(2e-2);
     }
   });
 
@@ -104,6 +94,6 @@ describe('checkpoint layouts and dtypes', () => {
       join(f16, 'model.safetensors'),
       new Map([...weights].map(([n, t]) => [n, { dtype: 'F16' as const, ...t }])),
     );
-    expect(relL2(await logitsOf('native', f16), await logitsOf('native', f32Dir))).toBeLessThan(3e-3);
+    expect(relativeL2(await logitsOf('native', f16), await logitsOf('native', f32Dir))).toBeLessThan(3e-3);
   });
 });

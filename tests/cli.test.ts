@@ -6,7 +6,7 @@
 import { copyFileSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Engine } from '@expertune/engine';
+import { Engine, maxAbsDifference } from '@expertune/engine';
 import { SafetensorsFile, verifyExportDirectory } from '@expertune/formats';
 import { initRandomModel } from '@expertune/trainer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,9 +66,8 @@ describe('full fine-tuning', () => {
     for (const name of saved.names()) trained.backend.setTensor(name, saved.readFloat32(name));
     saved.close();
     const [a, b, c] = [await exported.logits(batch), await trained.logits(batch), await base.logits(batch)];
-    const diff = (x: Float32Array, y: Float32Array) => Math.max(...x.map((v, i) => Math.abs(v - y[i]!)));
-    expect(diff(b, c)).toBeGreaterThan(1e-3);
-    expect(diff(a, b)).toBeLessThan(0.05);
+    expect(maxAbsDifference(b, c)).toBeGreaterThan(1e-3);
+    expect(maxAbsDifference(a, b)).toBeLessThan(0.05);
     for (const m of [exported, base, trained]) m.dispose();
   });
 });
@@ -80,10 +79,7 @@ describe('generation from text', () => {
     expect(out.prompt_ids).toEqual([256, 72, 101, 108, 108, 111]); // <s> then the UTF-8 bytes
     expect(out.ids.length).toBeGreaterThan(0);
     expect(out.ids.length).toBeLessThanOrEqual(5);
-    const sampled = runCliOk([
-      'generate',
-      '--model',
-      modelDir,
+    const sampling = [
       '--ids',
       '256,72',
       '--max-new-tokens',
@@ -94,24 +90,9 @@ describe('generation from text', () => {
       '0.9',
       '--seed',
       '7',
-      '--json',
-    ]);
-    const again = runCliOk([
-      'generate',
-      '--model',
-      modelDir,
-      '--ids',
-      '256,72',
-      '--max-new-tokens',
-      '4',
-      '--temperature',
-      '0.8',
-      '--top-p',
-      '0.9',
-      '--seed',
-      '7',
-      '--json',
-    ]);
+    ];
+    const sampled = runCliOk(['generate', '--model', modelDir, ...sampling, '--json']);
+    const again = runCliOk(['generate', '--model', modelDir, ...sampling, '--json']);
     expect(sampled.stdout).toBe(again.stdout); // seeded sampling is reproducible
   });
 });
@@ -124,23 +105,25 @@ describe('clear errors', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
   }
 
-  it('names an unsupported architecture', () => {
-    const dir = join(work.path, 'mixtral');
+  /** A copy of the tiny model's config.json, edited, in a directory of its own. */
+  function modelWithConfig(name: string, edit: (config: Record<string, unknown>) => void): string {
+    const dir = join(work.path, name);
     mkdirSync(dir);
-    const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8'));
-    writeFileSync(
-      join(dir, 'config.json'),
-      JSON.stringify({ ...config, architectures: ['MixtralForCausalLM'], model_type: 'mixtral' }),
+    const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    edit(config);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    return dir;
+  }
+
+  it('names an unsupported architecture', () => {
+    const dir = modelWithConfig('mixtral', (c) =>
+      Object.assign(c, { architectures: ['MixtralForCausalLM'], model_type: 'mixtral' }),
     );
     expectFailure(['info', '--model', dir], /MixtralForCausalLM/);
   });
 
   it('names a missing config field', () => {
-    const dir = join(work.path, 'no-heads');
-    mkdirSync(dir);
-    const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8'));
-    delete config.num_attention_heads;
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const dir = modelWithConfig('no-heads', (c) => delete c.num_attention_heads);
     expectFailure(['info', '--model', dir], /num_attention_heads/);
   });
 

@@ -6,22 +6,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Engine } from '@expertune/engine';
+import { Engine, relativeL2 } from '@expertune/engine';
 import { SafetensorsFile, verifyExportDirectory } from '@expertune/formats';
 import { initRandomModel, readRunRecord } from '@expertune/trainer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { runCliOk, seededIntegers, temporaryDirectory, writeJsonl } from './helpers.js';
-
-function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 describe('LoRA memorisation through the CLI', () => {
   const work = temporaryDirectory('memorise');
@@ -111,7 +101,7 @@ describe('LoRA memorisation through the CLI', () => {
     const unadapted = await base.logits({ ids: Int32Array.from(ids), batch: 1, seqLen: ids.length });
     model.dispose();
     base.dispose();
-    expect(relL2(unadapted, expected)).toBeGreaterThan(0.05); // the adapter does change the model
+    expect(relativeL2(unadapted, expected)).toBeGreaterThan(0.05); // the adapter does change the model
 
     for (const engineName of ['native', 'tfjs']) {
       const out = join(work.path, `logits-${engineName}.safetensors`);
@@ -130,7 +120,7 @@ describe('LoRA memorisation through the CLI', () => {
       ]);
       const file = SafetensorsFile.open(out);
       expect(file.info('logits').shape).toEqual([ids.length, 258]);
-      expect(relL2(file.readFloat32('logits'), expected)).toBeLessThan(engineName === 'native' ? 1e-6 : 1e-5);
+      expect(relativeL2(file.readFloat32('logits'), expected)).toBeLessThan(engineName === 'native' ? 1e-6 : 1e-5);
       file.close();
     }
   });

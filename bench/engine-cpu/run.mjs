@@ -374,25 +374,23 @@ function ensureBuilds(args) {
     if (stale.length) log(`warning: older than their sources (--no-build): ${stale.join(', ')}`);
     return { built, stale };
   }
+  // The native builds are incremental: when sources were only touched, the outputs stay older
+  // than them, so "built" lists what actually changed.
   if (addonStale) {
+    const before = mtime(ADDON);
     runVisible('npm', ['run', 'build:native']);
-    built.push('addon');
+    if (mtime(ADDON) !== before) built.push('addon');
   }
   if (sgemmStale) {
+    const before = mtime(BENCH_SGEMM);
     if (existsSync(join(root, 'native', 'build-ctest', 'CMakeCache.txt'))) {
-      // The standalone build exists: rebuild only the benchmark (no CTest run).
-      runVisible('cmake', [
-        '--build',
-        join(root, 'native', 'build-ctest'),
-        '--target',
-        'bench_sgemm',
-        '-j',
-        String(cpus().length),
-      ]);
+      // The standalone build exists: bring only the benchmark up to date (no CTest run).
+      const buildDir = join(root, 'native', 'build-ctest');
+      runVisible('cmake', ['--build', buildDir, '--target', 'bench_sgemm', '-j', String(cpus().length)]);
     } else {
       runVisible('node', [join(root, 'scripts', 'build-native.mjs'), '--ctest']);
     }
-    built.push('bench_sgemm');
+    if (mtime(BENCH_SGEMM) !== before) built.push('bench_sgemm');
   }
   const tsc = join(root, 'node_modules', '.bin', 'tsc');
   if (formatsStale) {

@@ -166,21 +166,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return env.Undefined();
   }
 
-  Napi::Value GetTensor(const Napi::CallbackInfo& info) {
+  // A named tensor's values or gradient, copied into a new Float32Array.
+  using TensorReader = int (*)(et_model*, const char*, float*, size_t);
+  Napi::Value ReadTensor(const Napi::CallbackInfo& info, TensorReader read) {
     Napi::Env env = info.Env();
     std::string name = Name(info);
     std::vector<float> out(Count(env, name));
-    if (et_get_tensor(Live(env), name.c_str(), out.data(), out.size()) != 0) throw_last_error(env);
+    if (read(Live(env), name.c_str(), out.data(), out.size()) != 0) throw_last_error(env);
     return to_float32_array(env, out);
   }
-
-  Napi::Value GetGrad(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::string name = Name(info);
-    std::vector<float> out(Count(env, name));
-    if (et_get_grad(Live(env), name.c_str(), out.data(), out.size()) != 0) throw_last_error(env);
-    return to_float32_array(env, out);
-  }
+  Napi::Value GetTensor(const Napi::CallbackInfo& info) { return ReadTensor(info, et_get_tensor); }
+  Napi::Value GetGrad(const Napi::CallbackInfo& info) { return ReadTensor(info, et_get_grad); }
 
   Napi::Value TensorShape(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "blas.h"
 #include "common.h"
@@ -21,13 +22,18 @@ float* thread_scratch(long floats) {
   return scratch.data();
 }
 
-// The keys a block of queries [i0, i1) can see, and for each row its own visible span.
+// The keys a block of queries can see (absolute positions [begin, end)).
 struct KeySpan {
-  long begin, end;  // key rows of the block (absolute positions)
-  long row_lo(long position, long window) const {
-    return (window > 0 ? std::max(begin, position - window + 1) : begin) - begin;
+  long begin, end;
+  // Zeroes the part of a score row that query `position` cannot see and returns the visible
+  // columns [lo, hi) of the row.
+  std::pair<long, long> mask_row(float* row, long position, long window) const {
+    const long lo = (window > 0 ? std::max(begin, position - window + 1) : begin) - begin;
+    const long hi = position + 1 - begin;
+    std::fill(row, row + lo, 0.0f);
+    std::fill(row + hi, row + (end - begin), 0.0f);
+    return {lo, hi};
   }
-  long row_hi(long position) const { return position + 1 - begin; }  // exclusive
 };
 
 KeySpan key_span(long first_position, long last_position, long window) {
@@ -62,11 +68,8 @@ void attention_forward(const AttentionShape& s, const AttentionBatch& in, float*
         const long width = span.end - span.begin;
         block_scores(s, q + i0 * in.ldq, in.ldq, k, in.ldkv, rows, span, scores);
         for (long r = 0; r < rows; ++r) {
-          const long position = in.q_pos0 + i0 + r;
-          const long lo = span.row_lo(position, s.window), hi = span.row_hi(position);
           float* row = scores + r * width;
-          std::fill(row, row + lo, 0.0f);
-          std::fill(row + hi, row + width, 0.0f);
+          const auto [lo, hi] = span.mask_row(row, in.q_pos0 + i0 + r, s.window);
           const float row_lse = K.softmax(row + lo, hi - lo);
           if (lse) lse[(b * s.heads + h) * in.nq + i0 + r] = row_lse;
         }
@@ -112,11 +115,8 @@ void attention_backward(const AttentionShape& s, const AttentionBatch& in, const
           gemm_serial(false, true, rows, width, s.head_dim, 1.0f, d_o + i0 * lddo, lddo, v + span.begin * in.ldkv,
                       in.ldkv, 0.0f, dprobs, width);
           for (long r = 0; r < rows; ++r) {
-            const long position = in.q_pos0 + i0 + r;
-            const long lo = span.row_lo(position, s.window), hi = span.row_hi(position);
             float* p = probs + r * width;
-            std::fill(p, p + lo, 0.0f);
-            std::fill(p + hi, p + width, 0.0f);
+            const auto [lo, hi] = span.mask_row(p, in.q_pos0 + i0 + r, s.window);
             K.exp_shifted(p + lo, hi - lo, lse_h[i0 + r]);
             const float delta = K.dot(d_o + (i0 + r) * lddo, o + (i0 + r) * ldo, s.head_dim);
             K.softmax_backward(p, dprobs + r * width, delta, width);  // dprobs becomes dS

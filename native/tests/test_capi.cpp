@@ -4,22 +4,10 @@
 
 #include "check.h"
 #include "expertune.h"
+#include "fixtures.h"
 
 namespace {
-et_model_config small() {
-  et_model_config c{};
-  c.vocab_size = 10;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 4;
-  c.rms_norm_eps = 1e-6f;
-  c.rope_theta = 10000;
-  c.max_position_embeddings = 32;
-  return c;
-}
+et_model_config small() { return fixtures::llama_config(10, 8, 12, 1, 2, 1, 4); }
 bool error_mentions(const char* text) { return std::string(et_last_error()).find(text) != std::string::npos; }
 }  // namespace
 
@@ -73,23 +61,11 @@ TEST_CASE("tensors: unknown names, wrong sizes, missing tensors and untrainable 
 TEST_CASE("token ids and targets outside the vocabulary are refused with their position") {
   et_model_config c = small();
   et_model* m = et_model_create(&c);
-  char names[4096];
-  int64_t needed = et_tensor_names(m, ET_TENSORS_BASE, names, sizeof names);
-  CHECK(needed > 0 && needed < 4096);
-  std::string all(names);
-  size_t start = 0;
-  while (start < all.size()) {
-    size_t end = all.find('\n', start);
-    if (end == std::string::npos) end = all.size();
-    std::string name = all.substr(start, end - start);
-    int64_t shape[4];
-    int32_t nd;
-    et_tensor_shape(m, name.c_str(), shape, &nd);
-    size_t n = 1;
-    for (int i = 0; i < nd; ++i) n *= shape[i];
-    std::vector<float> v(n, 0.01f);
-    CHECK(et_set_tensor(m, name.c_str(), v.data(), n) == 0);
-    start = end + 1;
+  const auto names = fixtures::tensor_names(m, ET_TENSORS_BASE);
+  CHECK(names.size() == 12);  // embedding, 2 norms, 7 projections, final norm, lm_head
+  for (const std::string& name : names) {
+    std::vector<float> v(fixtures::tensor_size(m, name), 0.01f);
+    CHECK(et_set_tensor(m, name.c_str(), v.data(), v.size()) == 0);
   }
   int32_t ids[4] = {1, 2, 10, 3};
   std::vector<float> logits(40);

@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "expertune.h"
+#include "fixtures.h"
 #include "rng.h"
 
 namespace {
@@ -22,22 +23,9 @@ struct TinyModel {
 };
 
 et_model_config tiny_config(bool tied, bool qkv_bias, int window) {
-  et_model_config c{};
-  c.vocab_size = 48;
-  c.hidden_size = 32;
-  c.intermediate_size = 72;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0;
-  c.rope_scaling_type = ET_ROPE_NONE;
-  c.max_position_embeddings = 128;
+  et_model_config c = fixtures::llama_config(48, 32, 72, 2, 4, 2, 8);
   c.tie_word_embeddings = tied;
   c.qkv_bias = qkv_bias;
-  c.o_bias = 0;
-  c.mlp_bias = 0;
   c.sliding_window = window;
   return c;
 }
@@ -297,25 +285,14 @@ TEST_CASE("LoRA: A starts from the documented hash, B at zero, and the adapter a
   std::mt19937 gen(11);
   std::normal_distribution<float> normal(0.0f, 0.2f);
   const long T = 7;
-  char names[1 << 14];
-  et_tensor_names(model, ET_TENSORS_ADAPTER, names, sizeof names);
-  std::string all(names);
-  size_t start = 0;
-  while (start < all.size()) {
-    size_t end = all.find('\n', start);
-    if (end == std::string::npos) end = all.size();
-    std::string name = all.substr(start, end - start);
-    int64_t shape[4];
-    int32_t nd = 0;
-    et_tensor_shape(model, name.c_str(), shape, &nd);
-    std::vector<float> values(shape[0] * shape[1]);
+  for (const std::string& name : fixtures::tensor_names(model, ET_TENSORS_ADAPTER)) {
+    std::vector<float> values(fixtures::tensor_size(model, name));
     et_get_tensor(model, name.c_str(), values.data(), values.size());
     if (name.find("lora_B") != std::string::npos) {
       for (auto& x : values) x = normal(gen);
       et_set_tensor(model, name.c_str(), values.data(), values.size());
     }
     adapter.weights[name] = values;
-    start = end + 1;
   }
   CHECK(adapter.weights.size() == 2 * 7 * 2);
   auto ids = random_ids(T, m.config.vocab_size, 8);
@@ -478,9 +455,9 @@ TEST_CASE("AdamW with clipping moves the LoRA weights as the update rule says") 
   auto targets = shifted_targets(ids, 1, T);
   et_step_options opt{1.0f / (T - 1), 1, 0, 0};
   et_forward_backward(model, ids.data(), targets.data(), 1, T, &opt, nullptr);
-  char names[4096];
-  et_tensor_names(model, ET_TENSORS_TRAINABLE, names, sizeof names);
-  CHECK(std::string(names).find("layers.1.mlp.gate_proj.lora_B.weight") != std::string::npos);
+  CHECK(fixtures::tensor_names(model, ET_TENSORS_TRAINABLE) ==
+        std::vector<std::string>({"model.layers.0.mlp.gate_proj.lora_A.weight", "model.layers.0.mlp.gate_proj.lora_B.weight",
+                                  "model.layers.1.mlp.gate_proj.lora_A.weight", "model.layers.1.mlp.gate_proj.lora_B.weight"}));
   double norm2 = 0;
   std::map<std::string, std::vector<float>> before, grads;
   for (const char* layer : {"0", "1"})

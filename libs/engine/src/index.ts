@@ -16,3 +16,4 @@ export { createTfjsModel, TfjsModel } from './tfjs/index.js';
 export { mix32, hash3, uniform, loraInitA } from './rng.js';
 export { ropeFrequencies, ropeTables } from './rope.js';
 export { randomLlamaConfig, randomWeights, type RandomWeightsOptions } from './testing/random-model.js';
+export { relativeL2, maxAbsDifference } from './testing/compare.js';

@@ -9,19 +9,9 @@ import { describe, expect, it } from 'vitest';
 
 import { Engine, Model, Optimizer } from './engine.js';
 import { generate } from './generate.js';
+import { relativeL2 } from './testing/compare.js';
 import { randomAdapterWeights, randomLlamaConfig, randomTrainBatch, randomWeights } from './testing/random-model.js';
 import { PROJECTIONS, type LoraConfig } from './types.js';
-
-function relL2(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
-}
 
 async function twins(config: LlamaConfig, seed: number): Promise<[Model, Model]> {
   const weights = randomWeights(config, seed);
@@ -75,19 +65,19 @@ describe.each(VARIANTS)('native engine vs tfjs oracle: %s', (_label, overrides) 
   it('logits agree without and with an adapter (rel L2 < 1e-5), and LoRA init is identical', async () => {
     const [native, oracle] = await twins(config, 7);
     const batch = randomTrainBatch(config, { batch: 2, seqLen: 11, seed: 3 });
-    expect(relL2(await native.logits(batch), await oracle.logits(batch))).toBeLessThan(1e-5);
+    expect(relativeL2(await native.logits(batch), await oracle.logits(batch))).toBeLessThan(1e-5);
 
     native.attachLora(LORA);
     oracle.attachLora(LORA);
     for (const name of native.backend.tensorNames('adapter')) {
-      expect(relL2(native.backend.getTensor(name), oracle.backend.getTensor(name)), name).toBe(0);
+      expect(relativeL2(native.backend.getTensor(name), oracle.backend.getTensor(name)), name).toBe(0);
     }
     const adapter = randomAdapterWeights(config, LORA, 9);
     native.adapter!.load(adapter);
     oracle.adapter!.load(adapter);
     const nativeLogits = await native.logits(batch);
     const oracleLogits = await oracle.logits(batch);
-    expect(relL2(nativeLogits, oracleLogits)).toBeLessThan(1e-5);
+    expect(relativeL2(nativeLogits, oracleLogits)).toBeLessThan(1e-5);
     native.dispose();
     oracle.dispose();
   });
@@ -109,9 +99,9 @@ describe.each(VARIANTS)('native engine vs tfjs oracle: %s', (_label, overrides) 
     const names = native.backend.tensorNames('trainable');
     expect(names.length).toBe(2 * 7 * config.numLayers);
     for (const name of names) {
-      expect(relL2(native.backend.getGrad(name), oracle.backend.getGrad(name)), name).toBeLessThan(1e-4);
+      expect(relativeL2(native.backend.getGrad(name), oracle.backend.getGrad(name)), name).toBeLessThan(1e-4);
     }
-    expect(relL2(native.backend.inputGrad(), oracle.backend.inputGrad())).toBeLessThan(1e-4);
+    expect(relativeL2(native.backend.inputGrad(), oracle.backend.inputGrad())).toBeLessThan(1e-4);
     native.dispose();
     oracle.dispose();
   });
@@ -127,7 +117,7 @@ describe.each(VARIANTS)('native engine vs tfjs oracle: %s', (_label, overrides) 
       const names = native.backend.tensorNames('trainable');
       expect(new Set(names)).toEqual(new Set(oracle.backend.tensorNames('trainable')));
       for (const name of names) {
-        expect(relL2(native.backend.getGrad(name), oracle.backend.getGrad(name)), name).toBeLessThan(1e-4);
+        expect(relativeL2(native.backend.getGrad(name), oracle.backend.getGrad(name)), name).toBeLessThan(1e-4);
       }
       native.backend.zeroGrad();
     }
@@ -162,7 +152,7 @@ describe('native engine vs tfjs oracle: training and decoding', () => {
       expect(a!.lr).toBe(b!.lr);
     }
     for (const name of native.backend.tensorNames('adapter')) {
-      expect(relL2(native.backend.getTensor(name), oracle.backend.getTensor(name)), name).toBeLessThan(1e-4);
+      expect(relativeL2(native.backend.getTensor(name), oracle.backend.getTensor(name)), name).toBeLessThan(1e-4);
     }
     native.dispose();
     oracle.dispose();

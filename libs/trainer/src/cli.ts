@@ -73,6 +73,16 @@ function engineOf(values: Record<string, unknown>): 'native' | 'tfjs' {
   return engine;
 }
 
+/** The model (with --adapter when given) that --model, --engine and --threads name. */
+function loadFromArgs(values: Record<string, unknown>) {
+  return loadModelWithAdapter({
+    model: required(values, 'model'),
+    adapter: values.adapter as string | undefined,
+    engine: engineOf(values),
+    threads: integer(values.threads, 'threads'),
+  });
+}
+
 async function commandLogits(args: string[]): Promise<void> {
   const v = options(args, {
     model: { type: 'string' },
@@ -82,12 +92,7 @@ async function commandLogits(args: string[]): Promise<void> {
   });
   const ids = parseIds(required(v, 'ids'));
   const out = required(v, 'out');
-  const model = await loadModelWithAdapter({
-    model: required(v, 'model'),
-    adapter: v.adapter as string | undefined,
-    engine: engineOf(v),
-    threads: integer(v.threads, 'threads'),
-  });
+  const model = await loadFromArgs(v);
   try {
     const logits = await model.logits({ ids: Int32Array.from(ids), batch: 1, seqLen: ids.length });
     writeSafetensors(out, { logits: { dtype: 'F32', shape: [ids.length, model.config.vocabSize], data: logits } });
@@ -119,12 +124,7 @@ async function commandGenerate(args: string[]): Promise<void> {
     throw new UsageError(`--prompt needs ${modelDir}/tokenizer.json; use --ids instead`);
   const prompt =
     v.ids !== undefined ? parseIds(v.ids as string) : tokenizer!.encode(v.prompt as string, { addSpecialTokens: true });
-  const model = await loadModelWithAdapter({
-    model: modelDir,
-    adapter: v.adapter as string | undefined,
-    engine: engineOf(v),
-    threads: integer(v.threads, 'threads'),
-  });
+  const model = await loadFromArgs(v);
   try {
     const ids = await generate(model, prompt, {
       maxNewTokens: integer(required(v, 'max-new-tokens'), 'max-new-tokens', 1),
@@ -241,11 +241,7 @@ async function commandInitModel(args: string[]): Promise<void> {
 
 async function commandInfo(args: string[]): Promise<void> {
   const v = options(args, { model: { type: 'string' } });
-  const model = await loadModelWithAdapter({
-    model: required(v, 'model'),
-    engine: engineOf(v),
-    threads: integer(v.threads, 'threads'),
-  });
+  const model = await loadFromArgs(v);
   try {
     const info = { config: model.config, parameters: model.parameterCount('base'), engine: model.backend.engineName };
     console.log(

@@ -33,22 +33,7 @@ export function maxAbs(values: ArrayLike<number>): number {
   return max;
 }
 
-export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} ≠ ${b.length}`);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
-}
-
-export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let difference = 0;
-  let norm = 0;
-  for (let i = 0; i < expected.length; i++) {
-    difference += (actual[i]! - expected[i]!) ** 2;
-    norm += expected[i]! ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
+export { maxAbsDifference, relativeL2 } from '../testing/compare.js';
 
 export const ALL_PROJECTIONS: LoraConfig['targetModules'] = [
   'q_proj',
