@@ -14,7 +14,11 @@ const modelDir = join(work, 'base-small');
 const runDir = join(work, 'run-lora');
 const cli = join(root, 'libs', 'trainer', 'bin', 'expertune.js');
 const expertune = (args, options = {}) =>
-  execFileSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', stdio: options.capture ? 'pipe' : 'inherit' });
+  execFileSync(process.execPath, [cli, ...args], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: options.capture ? 'pipe' : 'inherit',
+  });
 
 const SENTENCES = [
   'Expertune trains mixtures of LoRA experts.',
@@ -63,7 +67,9 @@ for (const sentence of SENTENCES.slice(0, 4)) {
   const prompt = sentence.split(' ').slice(0, 2).join(' ');
   const tuned = complete(prompt, join(runDir, 'export'));
   if (JSON.parse(tuned) === sentence.slice(prompt.length)) exact += 1;
-  console.log(`  prompt ${JSON.stringify(prompt)}\n    base model: ${complete(prompt, null)}\n    with LoRA:  ${tuned}`);
+  console.log(
+    `  prompt ${JSON.stringify(prompt)}\n    base model: ${complete(prompt, null)}\n    with LoRA:  ${tuned}`,
+  );
 }
 console.log(`\n✔ ${exact}/4 completions reproduce the training sentence exactly.`);
 console.log(`  Adapter (PEFT layout): ${join(runDir, 'export')}`);
