@@ -160,9 +160,8 @@ describe('reading hand-built files', () => {
     ftruncateSync(fd, header.length + big + 4); // a hole: no disk space, no 5 GiB read
     writeSync(fd, new Uint8Array(f32Bytes(-2.5)), 0, 4, header.length + big);
     closeSync(fd);
-    const started = performance.now();
+    // Reading the whole file would fail outright (a Node Buffer holds at most 4 GiB).
     const file = SafetensorsFile.open(path);
-    expect(performance.now() - started).toBeLessThan(1000);
     expect(file.info('big').byteLength).toBe(big);
     expect([...file.readFloat32('tail')]).toEqual([-2.5]);
     file.close();
