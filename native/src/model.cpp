@@ -270,6 +270,24 @@ void Model::linear_forward(Tensor& w, Tensor& bias, long bias_offset, long out, 
   if (!bias.value.empty()) add_bias_rows(bias.value.data() + bias_offset, y, ldy, rows, out);
 }
 
+// y = rmsnorm(x, w) and rstd for `rows` rows, split across the pool.
+void Model::rmsnorm_forward(const float* x, const Tensor& w, float* y, float* rstd, long rows) {
+  const Kernels& K = kernels();
+  const long d = c_.hidden_size;
+  pool().parallel_for(rows, kRowGrain, [&](long r0, long r1, int) {
+    K.rmsnorm_forward(x + r0 * d, w.value.data(), y + r0 * d, rstd + r0, r1 - r0, d, c_.rms_norm_eps);
+  });
+}
+
+// act[rows, F] = silu(gate) ⊙ up from the stacked [rows, 2F] gate/up pre-activations.
+void Model::swiglu_forward(const float* gate_up, float* act, long rows) {
+  const Kernels& K = kernels();
+  const long F = c_.intermediate_size;
+  pool().parallel_for(rows, kRowGrain, [&](long r0, long r1, int) {
+    for (long t = r0; t < r1; ++t) K.swiglu_forward(gate_up + t * 2 * F, gate_up + t * 2 * F + F, act + t * F, F);
+  });
+}
+
 void Model::rmsnorm_backward(const float* dy, const float* x, Tensor& w, const float* rstd, float* dx, long rows,
                              bool accumulate_dx) {
   const Kernels& K = kernels();
@@ -321,14 +339,10 @@ void Model::lora_backward(long l, long p, const float* x, long ldx, const float*
 // One decoder layer
 
 void Model::forward_layer(long l, const float* x, float* x_out, LayerActivations& a, const Pass& pass) {
-  const Kernels& K = kernels();
   LayerWeights& w = layers_[l];
   const long N = pass.rows, d = c_.hidden_size, F = c_.intermediate_size;
 
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    K.rmsnorm_forward(x + r0 * d, w.input_norm.value.data(), a.xn1.data() + r0 * d, a.rstd1.data() + r0, r1 - r0, d,
-                      c_.rms_norm_eps);
-  });
+  rmsnorm_forward(x, w.input_norm, a.xn1.data(), a.rstd1.data(), N);
   linear_forward(w.qkv, w.qkv_bias, 0, qkv_dim_, d, a.xn1.data(), N, a.qkv.data(), qkv_dim_, 0.0f);
   lora_forward(l, ET_PROJ_Q, a.xn1.data(), d, a.qkv.data(), qkv_dim_, a, pass);
   lora_forward(l, ET_PROJ_K, a.xn1.data(), d, a.qkv.data() + q_dim_, qkv_dim_, a, pass);
@@ -353,18 +367,12 @@ void Model::forward_layer(long l, const float* x, float* x_out, LayerActivations
   linear_forward(w.o, w.o_bias, 0, d, q_dim_, a.attn.data(), N, a.xmid.data(), d, 1.0f);
   lora_forward(l, ET_PROJ_O, a.attn.data(), q_dim_, a.xmid.data(), d, a, pass);
 
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    K.rmsnorm_forward(a.xmid.data() + r0 * d, w.post_norm.value.data(), a.xn2.data() + r0 * d, a.rstd2.data() + r0,
-                      r1 - r0, d, c_.rms_norm_eps);
-  });
+  rmsnorm_forward(a.xmid.data(), w.post_norm, a.xn2.data(), a.rstd2.data(), N);
   linear_forward(w.gate_up, w.gate_up_bias, 0, 2 * F, d, a.xn2.data(), N, a.gate_up.data(), 2 * F, 0.0f);
   lora_forward(l, ET_PROJ_GATE, a.xn2.data(), d, a.gate_up.data(), 2 * F, a, pass);
   lora_forward(l, ET_PROJ_UP, a.xn2.data(), d, a.gate_up.data() + F, 2 * F, a, pass);
   float* act = ffn_act_.data();
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    for (long t = r0; t < r1; ++t)
-      K.swiglu_forward(a.gate_up.data() + t * 2 * F, a.gate_up.data() + t * 2 * F + F, act + t * F, F);
-  });
+  swiglu_forward(a.gate_up.data(), act, N);
 
   std::memcpy(x_out, a.xmid.data(), N * d * sizeof(float));
   linear_forward(w.down, w.down_bias, 0, d, F, act, N, x_out, d, 1.0f);
@@ -382,10 +390,7 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
   float* act = ffn_act_.data();
   float* d_act = d_ffn_act_.data();
   float* d_gu = d_gate_up_.data();
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    for (long t = r0; t < r1; ++t)
-      K.swiglu_forward(a.gate_up.data() + t * 2 * F, a.gate_up.data() + t * 2 * F + F, act + t * F, F);
-  });
+  swiglu_forward(a.gate_up.data(), act, N);
   if (full) {
     gemm(true, false, d, F, N, 1.0f, dres, d, act, F, 1.0f, w.down.grad.data(), F);
     if (c_.mlp_bias) accumulate_bias_grad(dres, d, N, d, w.down_bias.grad.data());
@@ -437,26 +442,28 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
 // ---------------------------------------------------------------------------------------------
 // Whole passes
 
+// Runs every layer without keeping activations (one shared set, inputs ping-ponged) and returns
+// the last layer's output, [pass.rows, d].
+const float* Model::forward_no_grad(const int32_t* ids, const Pass& pass) {
+  const long N = pass.rows, d = c_.hidden_size;
+  reserve_scratch(N);
+  if (activations_.empty()) activations_.resize(1);
+  activations_[0].reserve(c_, N, pass.batch, lora_ ? lora_->rank() : 0);
+  if (layer_inputs_.size() < 2) layer_inputs_.resize(2);
+  for (int i = 0; i < 2; ++i) layer_inputs_[i].reserve(N * d);
+  embed(ids, N, layer_inputs_[0].data());
+  for (long l = 0; l < c_.num_layers; ++l)
+    forward_layer(l, layer_inputs_[l % 2].data(), layer_inputs_[(l + 1) % 2].data(), activations_[0], pass);
+  return layer_inputs_[c_.num_layers % 2].data();
+}
+
 void Model::forward_logits(const int32_t* ids, long batch, long seq, float* logits) {
   check_ready();
   if (batch <= 0 || seq <= 0) fail("forward needs batch and sequence length > 0, got ", batch, " x ", seq);
   const long N = batch * seq, d = c_.hidden_size, V = c_.vocab_size;
   check_ids(ids, N, "ids", false);
-  reserve_scratch(N);
-  if (activations_.empty()) activations_.resize(1);
-  activations_[0].reserve(c_, N, batch, lora_ ? lora_->rank() : 0);
-  if (layer_inputs_.size() < 2) layer_inputs_.resize(2);
-  for (int i = 0; i < 2; ++i) layer_inputs_[i].reserve(N * d);
-  const Pass pass{batch, seq, N, false, 0, nullptr, 0};
-  embed(ids, N, layer_inputs_[0].data());
-  for (long l = 0; l < c_.num_layers; ++l)
-    forward_layer(l, layer_inputs_[l % 2].data(), layer_inputs_[(l + 1) % 2].data(), activations_[0], pass);
-  const float* xf = layer_inputs_[c_.num_layers % 2].data();
-  const Kernels& K = kernels();
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    K.rmsnorm_forward(xf + r0 * d, final_norm_.value.data(), final_normed_.data() + r0 * d, final_rstd_.data() + r0,
-                      r1 - r0, d, c_.rms_norm_eps);
-  });
+  const float* xf = forward_no_grad(ids, Pass{batch, seq, N, false, 0, nullptr, 0});
+  rmsnorm_forward(xf, final_norm_, final_normed_.data(), final_rstd_.data(), N);
   gemm(false, true, N, V, d, 1.0f, final_normed_.data(), d, lm_head().value.data(), d, 0.0f, logits, V);
 }
 
@@ -488,10 +495,7 @@ et_step_stats Model::forward_backward(const int32_t* ids, const int32_t* targets
   const Kernels& K = kernels();
   const float* xf = layer_inputs_[L].data();
   float* xnf = final_normed_.data();
-  pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
-    K.rmsnorm_forward(xf + r0 * d, final_norm_.value.data(), xnf + r0 * d, final_rstd_.data() + r0, r1 - r0, d,
-                      c_.rms_norm_eps);
-  });
+  rmsnorm_forward(xf, final_norm_, xnf, final_rstd_.data(), N);
   const long chunk = std::min(N, std::max(128L, (16L << 20) / (V * 4)));
   logits_chunk_.reserve(chunk * V);
   std::vector<double> row_loss(N, 0.0);
@@ -625,18 +629,8 @@ void Model::session_append(KvCache& cache, const int32_t* ids, long n, float* lo
     fail("session is full: ", cache.length, " + ", n, " tokens exceed its length ", cache.capacity);
   check_ids(ids, n, "ids", false);
   const long d = c_.hidden_size, V = c_.vocab_size;
-  reserve_scratch(n);
-  if (activations_.empty()) activations_.resize(1);
-  activations_[0].reserve(c_, n, 1, lora_ ? lora_->rank() : 0);
-  if (layer_inputs_.size() < 2) layer_inputs_.resize(2);
-  for (int i = 0; i < 2; ++i) layer_inputs_[i].reserve(n * d);
-  const Pass pass{1, n, n, false, 0, &cache, cache.length};
-  embed(ids, n, layer_inputs_[0].data());
-  for (long l = 0; l < c_.num_layers; ++l)
-    forward_layer(l, layer_inputs_[l % 2].data(), layer_inputs_[(l + 1) % 2].data(), activations_[0], pass);
-  const float* last = layer_inputs_[c_.num_layers % 2].data() + (n - 1) * d;
-  kernels().rmsnorm_forward(last, final_norm_.value.data(), final_normed_.data(), final_rstd_.data(), 1, d,
-                            c_.rms_norm_eps);
+  const float* last = forward_no_grad(ids, Pass{1, n, n, false, 0, &cache, cache.length}) + (n - 1) * d;
+  rmsnorm_forward(last, final_norm_, final_normed_.data(), final_rstd_.data(), 1);
   gemm(false, true, 1, V, d, 1.0f, final_normed_.data(), d, lm_head().value.data(), d, 0.0f, logits, V);
   cache.length += n;
 }

@@ -103,6 +103,9 @@ class Model {
                       float* y, long ldy, float beta);
   void add_bias_rows(const float* bias, float* y, long ldy, long rows, long n);
   void accumulate_bias_grad(const float* dy, long lddy, long rows, long n, float* grad);
+  void rmsnorm_forward(const float* x, const Tensor& w, float* y, float* rstd, long rows);
+  void swiglu_forward(const float* gate_up, float* act, long rows);
+  const float* forward_no_grad(const int32_t* ids, const Pass& pass);
   void rmsnorm_backward(const float* dy, const float* x, Tensor& w, const float* rstd, float* dx, long rows,
                         bool accumulate_dx);
   void apply_rope(float* qkv, long rows, long seq, long position0, float sign);
