@@ -42,12 +42,3 @@ export function runCliOk(args: string[], cwd = repoRoot): CliResult {
 export function writeJsonl(path: string, rows: unknown[]): void {
   writeFileSync(path, rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
 }
-
-/** Deterministic pseudo-random integers in [lo, hi] (a tiny LCG: only the test data needs it). */
-export function seededIntegers(seed: number, count: number, lo: number, hi: number): number[] {
-  let state = seed >>> 0;
-  return Array.from({ length: count }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    return lo + (state % (hi - lo + 1));
-  });
-}

@@ -6,12 +6,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Engine, relativeL2 } from '@expertune/engine';
+import { Engine, hash3, relativeL2, uniform } from '@expertune/engine';
 import { SafetensorsFile, verifyExportDirectory } from '@expertune/formats';
 import { initRandomModel, readRunRecord } from '@expertune/trainer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { runCliOk, seededIntegers, temporaryDirectory, writeJsonl } from './helpers.js';
+import { runCliOk, temporaryDirectory, writeJsonl } from './helpers.js';
 
 describe('LoRA memorisation through the CLI', () => {
   const work = temporaryDirectory('memorise');
@@ -22,7 +22,7 @@ describe('LoRA memorisation through the CLI', () => {
   beforeAll(() => {
     initRandomModel(modelDir, 'small', 2);
     // 64 sequences of 16 random lowercase letters, as raw token ids (bytes 97-122).
-    const letters = seededIntegers(5, 64 * 16, 97, 122);
+    const letters = Array.from({ length: 64 * 16 }, (_, i) => 97 + Math.floor(uniform(hash3(5, 0, i)) * 26));
     writeJsonl(
       join(work.path, 'memorise.jsonl'),
       Array.from({ length: 64 }, (_, i) => ({ ids: letters.slice(16 * i, 16 * i + 16) })),
