@@ -505,19 +505,17 @@ function sgemmSummary(runs, gemms) {
   return { perShape, best: top, flopWeightedGflops: seconds > 0 ? flops / seconds / 1e9 : null };
 }
 
+/** `{name: value}` as command-line flags `--name value`. */
+function flags(values) {
+  return Object.entries(values).flatMap(([name, value]) => [`--${name}`, String(value)]);
+}
+
 async function runWorker(kind, args, extra = {}) {
   const argv = [
     fileURLToPath(import.meta.url),
     '--worker',
     kind,
-    '--threads',
-    String(args.threads),
-    '--iters',
-    String(args.iters),
-    '--warmup',
-    String(args.warmup),
-    '--tfjs-iters',
-    String(args.tfjsIters),
+    ...flags({ threads: args.threads, iters: args.iters, warmup: args.warmup, 'tfjs-iters': args.tfjsIters }),
   ];
   if (args.small) argv.push('--small');
   if (extra.micro) argv.push('--tfjs-micro', String(extra.micro));
@@ -575,38 +573,24 @@ async function runTorch(args, m, passive) {
   else delete env.OMP_WAIT_POLICY;
   const argv = [
     TORCH_SCRIPT,
-    '--threads',
-    String(args.threads),
-    '--iters',
-    String(args.iters),
-    '--warmup',
-    String(args.warmup),
-    '--hidden',
-    String(m.hidden),
-    '--layers',
-    String(m.layers),
-    '--heads',
-    String(m.heads),
-    '--kv-heads',
-    String(m.kvHeads),
-    '--intermediate',
-    String(m.intermediate),
-    '--vocab',
-    String(m.vocab),
-    '--seq',
-    String(m.seq),
-    '--batch',
-    String(m.batch),
-    '--rank',
-    String(m.rank),
-    '--alpha',
-    String(m.alpha),
-    '--lr',
-    String(TRAIN.lr),
-    '--max-grad-norm',
-    String(TRAIN.maxGradNorm),
-    '--seed',
-    String(TRAIN.seed),
+    ...flags({
+      threads: args.threads,
+      iters: args.iters,
+      warmup: args.warmup,
+      hidden: m.hidden,
+      layers: m.layers,
+      heads: m.heads,
+      'kv-heads': m.kvHeads,
+      intermediate: m.intermediate,
+      vocab: m.vocab,
+      seq: m.seq,
+      batch: m.batch,
+      rank: m.rank,
+      alpha: m.alpha,
+      lr: TRAIN.lr,
+      'max-grad-norm': TRAIN.maxGradNorm,
+      seed: TRAIN.seed,
+    }),
   ];
   log(`pytorch (${passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is'}) …`);
   const out = await runCapture(PYTHON, argv, { env });
