@@ -10,8 +10,12 @@ import { createTfjsModel, type TfjsModelOptions } from './tfjs/index.js';
 import { NativeModelBackend, setNativeThreads } from './native-model.js';
 import type {
   AdamWHyperparameters,
+  AdapterConfig,
+  AuxLosses,
+  ForwardOptions,
   LoraConfig,
   ModelBackend,
+  SiteRoutingStats,
   StepStats,
   TokenBatch,
   TrainBatch,
@@ -90,17 +94,28 @@ export class Model {
 
   /** Attaches a fresh LoRA adapter (A from the seed, B = 0), replacing any previous one. */
   attachLora(config: LoraConfig): Adapter {
-    this.backend.attachLora(config);
+    return this.attachAdapter({ ...config, method: 'lora' });
+  }
+
+  /** Attaches a fresh adapter of any method (docs/methods.md), replacing any previous one. */
+  attachAdapter(config: AdapterConfig): Adapter {
+    this.backend.attachAdapter(config);
     this.currentAdapter = new Adapter(this.backend, config);
     return this.currentAdapter;
+  }
+
+  /** Routing statistics per adapted site since the last call (reading resets them). */
+  routingStats(): SiteRoutingStats[] {
+    return this.backend.routingStats();
   }
 
   setTrainMode(mode: TrainMode): void {
     this.backend.setTrainMode(mode);
   }
 
-  logits(batch: TokenBatch): Promise<Float32Array> {
-    return this.backend.forward(batch);
+  /** Logits `[batch, seqLen, V]`; with `collectRouting`, the routers' statistics accumulate (calibration). */
+  logits(batch: TokenBatch, options: ForwardOptions = {}): Promise<Float32Array> {
+    return this.backend.forward(batch, options);
   }
 
   /** Names and values of the trainable tensors (the adapter, or every weight in full mode). */
@@ -123,9 +138,14 @@ export class Model {
 export class Adapter {
   constructor(
     private readonly backend: ModelBackend,
-    readonly config: LoraConfig,
+    readonly config: AdapterConfig,
   ) {}
 
+  get method(): AdapterConfig['method'] {
+    return this.config.method;
+  }
+
+  /** Every tensor of the adapter, trained or not (FlyLoRA's frozen A and its bias included). */
   tensorNames(): string[] {
     return this.backend.tensorNames('adapter');
   }
@@ -152,7 +172,7 @@ export interface OptimizerConfig extends Omit<AdamWHyperparameters, 'lr'> {
   recompute?: boolean;
 }
 
-export interface TrainStepResult extends StepStats {
+export interface TrainStepResult extends Omit<StepStats, 'balanceStep'> {
   /** Mean cross-entropy over the step's counted tokens. */
   loss: number;
   gradNorm: number;
@@ -182,16 +202,27 @@ export class Optimizer {
     if (microBatches.length === 0) throw new RangeError('a training step needs at least one micro-batch');
     const tokens = microBatches.reduce((sum, b) => sum + countTargets(b.targets), 0);
     if (tokens === 0) throw new RangeError('the step has no counted target (every target is -1)');
-    const total: StepStats = { lossSum: 0, tokens: 0, correct: 0 };
+    const realTokens = microBatches.map(countRealTokens);
+    const stepRealTokens = realTokens.reduce((a, b) => a + b, 0);
+    const total = { lossSum: 0, tokens: 0, correct: 0 };
+    const aux: AuxLosses = { balance: 0, zLoss: 0, entropy: 0, lbc: 0, total: 0 };
+    const adapter = this.model.adapter?.config;
+    const globalBalance = adapter !== undefined && 'balance' in adapter && adapter.balance.scope === 'global';
     for (const [index, batch] of microBatches.entries()) {
+      const auxScale = stepRealTokens > 0 ? realTokens[index]! / stepRealTokens : 0;
       const stats = await this.model.backend.forwardBackward(batch, {
         lossScale: 1 / tokens,
         dropoutSeed: hash3(this.config.seed, this.updates, index),
         recompute: this.config.recompute ?? false,
+        auxScale,
       });
       total.lossSum += stats.lossSum;
       total.tokens += stats.tokens;
       total.correct += stats.correct;
+      for (const key of ['balance', 'zLoss', 'entropy', 'lbc', 'total'] as const)
+        aux[key] += auxScale * stats.aux[key];
+      // The step's global balance loss is the one from the whole step's counts (docs/methods.md).
+      if (globalBalance) aux.balance = stats.balanceStep;
     }
     const lr = learningRate(this.config.schedule, this.updates);
     const { gradNorm } = await this.model.backend.optimizerStep({
@@ -203,8 +234,15 @@ export class Optimizer {
       maxGradNorm: this.config.maxGradNorm,
     });
     this.updates += 1;
-    return { ...total, loss: total.lossSum / total.tokens, gradNorm, lr, step: this.updates };
+    return { ...total, aux, loss: total.lossSum / total.tokens, gradNorm, lr, step: this.updates };
   }
+}
+
+function countRealTokens(batch: TrainBatch): number {
+  if (batch.tokenMask === undefined) return batch.batch * batch.seqLen;
+  let n = 0;
+  for (const m of batch.tokenMask) n += m;
+  return n;
 }
 
 function countTargets(targets: Int32Array): number {
