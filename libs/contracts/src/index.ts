@@ -1,1 +1,2 @@
 export * from './train-config.js';
+export * from './methods/index.js';

@@ -4,26 +4,32 @@
  */
 import { z } from 'zod';
 
-export const PROJECTION_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+import { positiveInt } from './methods/common.js';
+import { dynmoleSchema, type DynmoleConfig } from './methods/dynmole.js';
+import { flyloraSchema, type FlyloraConfig } from './methods/flylora.js';
+import { loraSchema, type LoraMethodConfig } from './methods/lora.js';
+import { loramoeSchema, type LoramoeConfig } from './methods/loramoe.js';
+import { molaSchema, type MolaConfig } from './methods/mola.js';
 
-const positiveInt = z.number().int().positive();
+export { PROJECTION_NAMES } from './methods/common.js';
+export { loraSchema } from './methods/lora.js';
 
-export const loraSchema = z
-  .strictObject({
-    rank: positiveInt.default(16).describe('Rank r of each adapter'),
-    alpha: z.number().positive().default(32).describe('Scale numerator: the update is (alpha / r)·B·A·x'),
-    dropout: z.number().min(0).lt(1).default(0).describe('Dropout on the adapter input'),
-    use_rslora: z.boolean().default(false).describe('Scale by alpha / sqrt(r) (rank-stabilised LoRA)'),
-    target_modules: z
-      .array(z.enum(PROJECTION_NAMES))
-      .min(1)
-      .default([...PROJECTION_NAMES])
-      .describe('Projections to adapt (all 7 by default)'),
-  })
-  .prefault({});
+export const TRAIN_METHODS = ['lora', 'full', 'mola', 'loramoe', 'dynmole', 'flylora'] as const;
+export type TrainMethod = (typeof TRAIN_METHODS)[number];
+/** The methods that train an adapter (every one but `full`), each configured by its own section. */
+export const ADAPTER_METHOD_NAMES = ['lora', 'mola', 'loramoe', 'dynmole', 'flylora'] as const;
+export type AdapterMethodName = (typeof ADAPTER_METHOD_NAMES)[number];
+/** The mixture methods: their export is the expertune-mole layout (docs/adapter-format.md). */
+export const MIXTURE_METHOD_NAMES = ['mola', 'loramoe', 'dynmole', 'flylora'] as const;
+export type MixtureMethodName = (typeof MIXTURE_METHOD_NAMES)[number];
 
 export const dataSchema = z.strictObject({
-  train: z.string().min(1).describe('JSONL file: one {"text": ...} or {"ids": [...]} object per line'),
+  train: z
+    .string()
+    .min(1)
+    .describe(
+      'JSONL file: one {"text": ...} or {"ids": [...]} object per line, optionally with "task_type": 0 or 1 (LoRAMoE)',
+    ),
   max_seq_len: positiveInt.default(512).describe('Longer rows are truncated'),
   add_eos: z.boolean().default(true).describe('Append the end-of-sequence token to each text row'),
 });
@@ -41,39 +47,54 @@ export const trainingSchema = z
 
 export const optimizerSchema = z
   .strictObject({
-    lr: z.number().positive().default(2e-4),
-    beta1: z.number().min(0).lt(1).default(0.9),
-    beta2: z.number().min(0).lt(1).default(0.999),
-    eps: z.number().positive().default(1e-8),
-    weight_decay: z.number().min(0).default(0),
+    lr: z.number().positive().default(2e-4).describe('Peak learning rate'),
+    beta1: z.number().min(0).lt(1).default(0.9).describe('AdamW first-moment decay'),
+    beta2: z.number().min(0).lt(1).default(0.999).describe('AdamW second-moment decay'),
+    eps: z.number().positive().default(1e-8).describe('AdamW denominator epsilon'),
+    weight_decay: z.number().min(0).default(0).describe('Decoupled weight decay'),
     max_grad_norm: z.number().min(0).default(1).describe('Global-norm clipping; 0 disables it'),
   })
   .prefault({});
 
 export const scheduleSchema = z
   .strictObject({
-    kind: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-    warmup_steps: z.number().int().min(0).default(0),
-    min_lr_ratio: z.number().min(0).max(1).default(0),
+    kind: z.enum(['constant', 'linear', 'cosine']).default('cosine').describe('Learning-rate decay after warmup'),
+    warmup_steps: z.number().int().min(0).default(0).describe('Linear warmup from 0 over this many steps'),
+    min_lr_ratio: z.number().min(0).max(1).default(0).describe('Final learning rate as a fraction of lr'),
   })
   .prefault({});
 
 export const trainConfigSchema = z.strictObject({
   model: z.string().min(1).describe('Hugging Face model directory (config.json, *.safetensors, tokenizer.json)'),
-  method: z.enum(['lora', 'full']).default('lora'),
-  engine: z.enum(['native', 'tfjs']).default('native'),
+  method: z
+    .enum(TRAIN_METHODS)
+    .default('lora')
+    .describe('lora, full fine-tuning, or a mixture (mola, loramoe, dynmole, flylora); each reads its own section'),
+  engine: z.enum(['native', 'tfjs']).default('native').describe('native (C++ core) or tfjs (the reference engine)'),
   threads: z.number().int().min(0).default(0).describe('Native engine threads, 0 = all cores'),
-  seed: z.number().int().min(0).max(0xffffffff).default(0),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(0xffffffff)
+    .default(0)
+    .describe('Seeds the adapter initialisation, data order and dropout'),
   lora: loraSchema,
+  mola: molaSchema.optional(),
+  loramoe: loramoeSchema.optional(),
+  dynmole: dynmoleSchema.optional(),
+  flylora: flyloraSchema.optional(),
   data: dataSchema,
   training: trainingSchema,
   optimizer: optimizerSchema,
   schedule: scheduleSchema,
-  output_dir: z.string().min(1),
-  export_dtype: z.enum(['F32', 'BF16', 'F16']).default('F32'),
+  output_dir: z.string().min(1).describe('Run directory: run.json, metrics.jsonl, final/, export/'),
+  export_dtype: z.enum(['F32', 'BF16', 'F16']).default('F32').describe('dtype of the exported tensors'),
 });
 
-export type TrainConfig = z.output<typeof trainConfigSchema>;
+type ParsedTrainConfig = z.output<typeof trainConfigSchema>;
+/** A parsed config (`parseTrainConfig` also fills the selected mixture method's section with its defaults). */
+export type TrainConfig = ParsedTrainConfig;
 export type TrainConfigInput = z.input<typeof trainConfigSchema>;
 
 export class ConfigError extends Error {
@@ -89,11 +110,66 @@ export class ConfigError extends Error {
 /** Validates and fills defaults; every problem is reported with its key path. */
 export function parseTrainConfig(input: unknown, source = 'config'): TrainConfig {
   const result = trainConfigSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) return withMethodSection(result.data);
   const issues = result.error.issues.map((issue) => ({
     path: issue.path.map(String).join('.') || '(root)',
     message: issue.message,
   }));
   const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join('\n');
   throw new ConfigError(`${source} is not a valid training config:\n${lines}`, issues);
+}
+
+/** Each adapter method's section, by method name. */
+export interface MethodSections {
+  lora: LoraMethodConfig;
+  mola: MolaConfig;
+  loramoe: LoramoeConfig;
+  dynmole: DynmoleConfig;
+  flylora: FlyloraConfig;
+}
+
+const SECTION_SCHEMAS = {
+  lora: loraSchema,
+  mola: molaSchema,
+  loramoe: loramoeSchema,
+  dynmole: dynmoleSchema,
+  flylora: flyloraSchema,
+} as const;
+
+/** Fills the selected method's section with its defaults when the config leaves it out. */
+function withMethodSection(config: ParsedTrainConfig): TrainConfig {
+  switch (config.method) {
+    case 'mola':
+    case 'loramoe':
+    case 'dynmole':
+    case 'flylora':
+      if (config[config.method] === undefined)
+        return { ...config, [config.method]: SECTION_SCHEMAS[config.method].parse({}) };
+      return config;
+    default:
+      return config;
+  }
+}
+
+/**
+ * The adapter method of a config and its section (rank, alpha, dropout, targets and the method's
+ * own settings), defaults filled; null for full fine-tuning. Sections of other methods are ignored.
+ */
+export function adapterSection(
+  config: TrainConfig,
+): { [M in keyof MethodSections]: { method: M; section: MethodSections[M] } }[keyof MethodSections] | null {
+  switch (config.method) {
+    case 'full':
+      return null;
+    case 'lora':
+      return { method: 'lora', section: config.lora };
+    case 'mola':
+      return { method: 'mola', section: config.mola ?? molaSchema.parse({}) };
+    case 'loramoe':
+      return { method: 'loramoe', section: config.loramoe ?? loramoeSchema.parse({}) };
+    case 'dynmole':
+      return { method: 'dynmole', section: config.dynmole ?? dynmoleSchema.parse({}) };
+    case 'flylora':
+      return { method: 'flylora', section: config.flylora ?? flyloraSchema.parse({}) };
+  }
 }
