@@ -24,7 +24,10 @@ export interface NativeModelConfig {
   slidingWindow: number;
 }
 
-export interface NativeLoraConfig {
+/** et_adapter_config (include/expertune.h); fields a method does not use are ignored. */
+export interface NativeAdapterConfig {
+  /** 0 lora, 1 mola, 2 loramoe, 3 dynmole, 4 flylora */
+  method: number;
   rank: number;
   alpha: number;
   useRslora: boolean;
@@ -32,12 +35,32 @@ export interface NativeLoraConfig {
   /** bit p set = projection p (q, k, v, o, gate, up, down) adapted */
   targetMask: number;
   seed: number;
+  /** one entry per layer */
+  numExperts?: number[];
+  topK?: number[];
+  balanceCoef?: number;
+  balancePooled?: boolean;
+  balanceGlobal?: boolean;
+  zLossCoef?: number;
+  blcAlpha?: number;
+  blcWeight?: number;
+  topP?: number;
+  keepTopK?: number;
+  entropyIndex?: number;
+  entropyThreshold?: number;
+  entropyEps?: number;
+  entropyCoef?: number;
+  flyTopK?: number;
+  flySelectAbs?: boolean;
+  flyBiasRate?: number;
 }
 
 export interface NativeStepStats {
   lossSum: number;
   tokens: number;
   correct: number;
+  aux: { balance: number; zLoss: number; entropy: number; lbc: number; total: number };
+  balanceStep: number;
 }
 
 export class NativeModel {
@@ -48,16 +71,31 @@ export class NativeModel {
   tensorShape(name: string): number[];
   /** 0 base, 1 adapter, 2 trainable */
   tensorNames(kind: 0 | 1 | 2): string[];
-  attachLora(config: NativeLoraConfig): void;
+  attachAdapter(config: NativeAdapterConfig): void;
+  /** Per routed site: [layer, projection, E, tokens, entropySum, broadcast, load[E], gateSum[E]]; reading resets. */
+  routingStats(): Float64Array;
   /** 0 LoRA only, 1 full fine-tuning */
   setTrainMode(mode: 0 | 1): void;
-  forward(ids: Int32Array, batch: number, seqLen: number): Promise<Float32Array>;
+  forward(
+    ids: Int32Array,
+    batch: number,
+    seqLen: number,
+    options?: { collectRouting?: boolean; tokenMask?: Uint8Array },
+  ): Promise<Float32Array>;
   forwardBackward(
     ids: Int32Array,
     targets: Int32Array,
     batch: number,
     seqLen: number,
-    options: { lossScale: number; dropoutSeed: number; needInputGrad?: boolean; recompute?: boolean },
+    options: {
+      lossScale: number;
+      dropoutSeed: number;
+      needInputGrad?: boolean;
+      recompute?: boolean;
+      auxScale?: number;
+      tokenMask?: Uint8Array;
+      taskTypes?: Int32Array;
+    },
   ): Promise<NativeStepStats>;
   /** rows = batch × seqLen of the last forwardBackward with needInputGrad */
   inputGrad(rows: number): Float32Array;

@@ -34,6 +34,23 @@ std::vector<int32_t> int32_copy(const Napi::Value& v, const char* what) {
   return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
 }
 
+std::vector<uint8_t> uint8_copy(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  return std::vector<uint8_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// A per-layer list (an array of numbers), or empty when absent.
+std::vector<int32_t> int_list_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  std::vector<int32_t> out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  return out;
+}
+
 Napi::Float32Array to_float32_array(Napi::Env env, const std::vector<float>& values) {
   Napi::Float32Array out = Napi::Float32Array::New(env, values.size());
   if (!values.empty()) std::memcpy(out.Data(), values.data(), values.size() * sizeof(float));
@@ -82,7 +99,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("getGrad", &NativeModel::GetGrad),
                            InstanceMethod("tensorShape", &NativeModel::TensorShape),
                            InstanceMethod("tensorNames", &NativeModel::TensorNames),
-                           InstanceMethod("attachLora", &NativeModel::AttachLora),
+                           InstanceMethod("attachAdapter", &NativeModel::AttachAdapter),
+                           InstanceMethod("routingStats", &NativeModel::RoutingStats),
                            InstanceMethod("setTrainMode", &NativeModel::SetTrainMode),
                            InstanceMethod("forward", &NativeModel::Forward),
                            InstanceMethod("forwardBackward", &NativeModel::ForwardBackward),
@@ -125,6 +143,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     model_ = et_model_create(&c);
     if (!model_) throw_last_error(env);
     hidden_ = c.hidden_size;
+    layers_ = c.num_layers;
     vocab_ = c.vocab_size;
   }
 
@@ -208,18 +227,50 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return out;
   }
 
-  Napi::Value AttachLora(const Napi::CallbackInfo& info) {
+  Napi::Value AttachAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = info[0].As<Napi::Object>();
-    et_lora_config c{};
+    et_adapter_config c{};
+    c.method = int_field(o, "method", ET_METHOD_LORA);
     c.rank = int_field(o, "rank", 0);
     c.alpha = static_cast<float>(number_field(o, "alpha", 0));
     c.use_rslora = bool_field(o, "useRslora");
     c.dropout = static_cast<float>(number_field(o, "dropout", 0));
     c.target_mask = static_cast<uint32_t>(number_field(o, "targetMask", 0));
     c.seed = static_cast<uint32_t>(number_field(o, "seed", 0));
-    if (et_attach_lora(Live(env), &c) != 0) throw_last_error(env);
+    std::vector<int32_t> experts = int_list_field(o, "numExperts"), top_k = int_list_field(o, "topK");
+    if (!experts.empty() && experts.size() != static_cast<size_t>(layers_))
+      throw Napi::RangeError::New(env, "numExperts needs one entry per layer (" + std::to_string(layers_) + ")");
+    if (!top_k.empty() && top_k.size() != static_cast<size_t>(layers_))
+      throw Napi::RangeError::New(env, "topK needs one entry per layer (" + std::to_string(layers_) + ")");
+    c.num_experts = experts.empty() ? nullptr : experts.data();
+    c.top_k = top_k.empty() ? nullptr : top_k.data();
+    c.balance_coef = static_cast<float>(number_field(o, "balanceCoef", 0));
+    c.balance_pooled = bool_field(o, "balancePooled");
+    c.balance_global = bool_field(o, "balanceGlobal");
+    c.z_loss_coef = static_cast<float>(number_field(o, "zLossCoef", 0));
+    c.blc_alpha = static_cast<float>(number_field(o, "blcAlpha", 0));
+    c.blc_weight = static_cast<float>(number_field(o, "blcWeight", 0));
+    c.top_p = static_cast<float>(number_field(o, "topP", 0));
+    c.keep_top_k = int_field(o, "keepTopK", 0);
+    c.entropy_index = static_cast<float>(number_field(o, "entropyIndex", 0));
+    c.entropy_threshold = static_cast<float>(number_field(o, "entropyThreshold", 0));
+    c.entropy_eps = static_cast<float>(number_field(o, "entropyEps", 0));
+    c.entropy_coef = static_cast<float>(number_field(o, "entropyCoef", 0));
+    c.fly_top_k = int_field(o, "flyTopK", 0);
+    c.fly_select_abs = bool_field(o, "flySelectAbs");
+    c.fly_bias_rate = static_cast<float>(number_field(o, "flyBiasRate", 0));
+    if (et_attach_adapter(Live(env), &c) != 0) throw_last_error(env);
     return env.Undefined();
+  }
+
+  Napi::Value RoutingStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t needed = et_routing_stats(Live(env), nullptr, 0);
+    if (needed < 0) throw_last_error(env);
+    Napi::Float64Array out = Napi::Float64Array::New(env, static_cast<size_t>(needed));
+    if (needed > 0 && et_routing_stats(model_, out.Data(), out.ElementLength()) < 0) throw_last_error(env);
+    return out;
   }
 
   Napi::Value SetTrainMode(const Napi::CallbackInfo& info) {
@@ -244,24 +295,35 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     struct Work : ModelWork {
       et_model* model;
       std::vector<int32_t> ids;
+      std::vector<uint8_t> mask;
+      bool collect = false;
       int32_t batch, seq, vocab;
       std::vector<float> logits;
       using ModelWork::ModelWork;
       int work() override {
         logits.resize(static_cast<size_t>(batch) * seq * vocab);
-        return et_forward(model, ids.data(), batch, seq, logits.data());
+        if (!collect) return et_forward(model, ids.data(), batch, seq, logits.data());
+        return et_forward_collect(model, ids.data(), batch, seq, mask.empty() ? nullptr : mask.data(), logits.data());
       }
       Napi::Value result(Napi::Env e) override { return to_float32_array(e, logits); }
     };
     et_model* m = Live(env);
     auto ids = int32_copy(info[0], "ids");
     Shape s = BatchShape(info, 1, ids.size());
+    Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
+    const bool collect = bool_field(o, "collectRouting");
+    std::vector<uint8_t> mask;
+    if (o.Get("tokenMask").IsTypedArray()) mask = uint8_copy(o.Get("tokenMask"), "tokenMask");
+    if (!mask.empty() && mask.size() != ids.size())
+      throw Napi::RangeError::New(env, "tokenMask must have as many values as ids");
     auto* w = new Work(env, info.This().As<Napi::Object>(), busy_);
     w->model = m;
     w->ids = std::move(ids);
     w->batch = s.batch;
     w->seq = s.seq;
     w->vocab = vocab_;
+    w->collect = collect;
+    w->mask = std::move(mask);
     return Queue(w);
   }
 
@@ -269,17 +331,30 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     struct Work : ModelWork {
       et_model* model;
-      std::vector<int32_t> ids, targets;
+      std::vector<int32_t> ids, targets, task_types;
+      std::vector<uint8_t> mask;
       int32_t batch, seq;
       et_step_options options{};
       et_step_stats stats{};
       using ModelWork::ModelWork;
-      int work() override { return et_forward_backward(model, ids.data(), targets.data(), batch, seq, &options, &stats); }
+      int work() override {
+        options.token_mask = mask.empty() ? nullptr : mask.data();
+        options.task_types = task_types.empty() ? nullptr : task_types.data();
+        return et_forward_backward(model, ids.data(), targets.data(), batch, seq, &options, &stats);
+      }
       Napi::Value result(Napi::Env e) override {
         Napi::Object o = Napi::Object::New(e);
         o.Set("lossSum", stats.loss_sum);
         o.Set("tokens", static_cast<double>(stats.tokens));
         o.Set("correct", static_cast<double>(stats.correct));
+        Napi::Object aux = Napi::Object::New(e);
+        aux.Set("balance", stats.aux_balance);
+        aux.Set("zLoss", stats.aux_z);
+        aux.Set("entropy", stats.aux_entropy);
+        aux.Set("lbc", stats.aux_lbc);
+        aux.Set("total", stats.aux_total);
+        o.Set("aux", aux);
+        o.Set("balanceStep", stats.balance_step);
         return o;
       }
     };
@@ -289,6 +364,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (targets.size() != ids.size()) throw Napi::RangeError::New(env, "targets must have as many values as ids");
     Shape s = BatchShape(info, 2, ids.size());
     Napi::Object o = info[4].IsObject() ? info[4].As<Napi::Object>() : Napi::Object::New(env);
+    std::vector<uint8_t> mask;
+    std::vector<int32_t> task_types;
+    if (o.Get("tokenMask").IsTypedArray()) mask = uint8_copy(o.Get("tokenMask"), "tokenMask");
+    if (o.Get("taskTypes").IsTypedArray()) task_types = int32_copy(o.Get("taskTypes"), "taskTypes");
+    if (!mask.empty() && mask.size() != ids.size())
+      throw Napi::RangeError::New(env, "tokenMask must have as many values as ids");
+    if (!task_types.empty() && task_types.size() != static_cast<size_t>(s.batch))
+      throw Napi::RangeError::New(env, "taskTypes must have one value per row");
     auto* w = new Work(env, info.This().As<Napi::Object>(), busy_);
     w->model = m;
     w->ids = std::move(ids);
@@ -299,6 +382,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     w->options.dropout_seed = static_cast<uint32_t>(number_field(o, "dropoutSeed", 0));
     w->options.need_input_grad = bool_field(o, "needInputGrad");
     w->options.recompute = bool_field(o, "recompute");
+    w->options.aux_scale = static_cast<float>(number_field(o, "auxScale", 1.0));
+    w->mask = std::move(mask);
+    w->task_types = std::move(task_types);
     return Queue(w);
   }
 
@@ -401,7 +487,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   et_model* model_ = nullptr;
   std::vector<et_session*> sessions_;
   std::atomic<bool> busy_{false};
-  int32_t hidden_ = 0, vocab_ = 0;
+  int32_t hidden_ = 0, vocab_ = 0, layers_ = 0;
 };
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {

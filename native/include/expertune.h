@@ -65,6 +65,37 @@ typedef struct et_lora_config {
   uint32_t seed;
 } et_lora_config;
 
+/* Adapter methods (docs/methods.md). */
+#define ET_METHOD_LORA 0
+#define ET_METHOD_MOLA 1
+#define ET_METHOD_LORAMOE 2
+#define ET_METHOD_DYNMOLE 3
+#define ET_METHOD_FLYLORA 4
+
+/* Every method's settings; fields a method does not use are ignored. */
+typedef struct et_adapter_config {
+  int32_t method; /* ET_METHOD_* */
+  int32_t rank;   /* per expert (the whole adapter for lora and flylora) */
+  float alpha;
+  int32_t use_rslora;
+  float dropout;
+  uint32_t target_mask;
+  uint32_t seed;
+  const int32_t* num_experts; /* [num_layers]: mola, loramoe, dynmole */
+  const int32_t* top_k;       /* [num_layers]: mola */
+  float balance_coef;         /* load-balancing loss weight (0: off) */
+  int32_t balance_pooled;     /* 0: one loss per layer, summed; 1: one over every site */
+  int32_t balance_global;     /* 0: counts of the micro-batch; 1: of the optimizer step so far */
+  float z_loss_coef;
+  float blc_alpha, blc_weight; /* loramoe: delta and beta of the localized balancing constraint */
+  float top_p;                 /* dynmole */
+  int32_t keep_top_k;
+  float entropy_index, entropy_threshold, entropy_eps, entropy_coef;
+  int32_t fly_top_k; /* flylora */
+  int32_t fly_select_abs;
+  float fly_bias_rate;
+} et_adapter_config;
+
 #define ET_TRAIN_LORA 0
 #define ET_TRAIN_FULL 1
 
@@ -77,12 +108,19 @@ typedef struct et_step_options {
   uint32_t dropout_seed;
   int32_t need_input_grad;
   int32_t recompute;
+  float aux_scale;              /* weight of the auxiliary losses (the micro-batch's share of the step) */
+  const uint8_t* token_mask;    /* [batch*seq_len], 1 = real token; NULL: all real */
+  const int32_t* task_types;    /* [batch], 0 or 1 (LoRAMoE); NULL: no constraint */
 } et_step_options;
 
 typedef struct et_step_stats {
   double loss_sum;
   int64_t tokens;
   int64_t correct;
+  /* auxiliary losses of this micro-batch, unweighted; aux_total = sum of coefficient * loss */
+  double aux_balance, aux_z, aux_entropy, aux_lbc, aux_total;
+  /* the step's load balance so far from the step's counts and mean probabilities */
+  double balance_step;
 } et_step_stats;
 
 typedef struct et_adamw {
@@ -120,10 +158,21 @@ int64_t et_tensor_names(et_model* model, int32_t kind, char* buf, size_t buf_len
 
 /* Attach a LoRA adapter (A initialised from the seed, B = 0). Replaces any previous one. */
 int et_attach_lora(et_model* model, const et_lora_config* config);
+/* Attach an adapter of any method (docs/methods.md). Replaces any previous one. */
+int et_attach_adapter(et_model* model, const et_adapter_config* config);
+/*
+ * Routing statistics accumulated since the last read, per routed site in site order, each as
+ * [layer, projection, experts E, tokens, entropy_sum, broadcast_count, load_count[E], gate_sum[E]].
+ * Returns the number of doubles needed; when count is enough, fills out and resets the statistics.
+ */
+int64_t et_routing_stats(et_model* model, double* out, size_t count);
 int et_set_train_mode(et_model* model, int32_t mode);
 
 /* Logits [batch, seq_len, vocab] into logits_out (batch*seq_len*vocab floats). */
 int et_forward(et_model* model, const int32_t* ids, int32_t batch, int32_t seq_len, float* logits_out);
+/* The same, accumulating routing statistics over the tokens where token_mask is 1 (NULL: all). */
+int et_forward_collect(et_model* model, const int32_t* ids, int32_t batch, int32_t seq_len,
+                       const uint8_t* token_mask, float* logits_out);
 /* Forward and backward; gradients accumulate until et_optimizer_step or et_zero_grad. */
 int et_forward_backward(et_model* model, const int32_t* ids, const int32_t* targets, int32_t batch,
                         int32_t seq_len, const et_step_options* options, et_step_stats* stats);

@@ -84,8 +84,7 @@ int et_set_tensor(et_model* m, const char* name, const float* values, size_t cou
     require(values, "values");
     et::Param& p = m->model.param(name);
     check_count(p, count);
-    std::memcpy(p.value(), values, count * sizeof(float));
-    p.was_set = true;
+    p.write(values);
   });
 }
 
@@ -96,7 +95,7 @@ int et_get_tensor(et_model* m, const char* name, float* out, size_t count) {
     require(out, "out");
     et::Param& p = m->model.param(name);
     check_count(p, count);
-    std::memcpy(out, p.value(), count * sizeof(float));
+    p.read(out, false);
   });
 }
 
@@ -107,9 +106,9 @@ int et_get_grad(et_model* m, const char* name, float* out, size_t count) {
     require(out, "out");
     et::Param& p = m->model.param(name);
     check_count(p, count);
-    const float* grad = p.grad();
-    if (!grad) et::fail("tensor '", p.name, "' is not trainable in the current mode, so it has no gradient");
-    std::memcpy(out, grad, count * sizeof(float));
+    if (!p.has_grad() || (p.is_adapter && !p.trainable))
+      et::fail("tensor '", p.name, "' is not trainable in the current mode, so it has no gradient");
+    p.read(out, true);
   });
 }
 
@@ -146,6 +145,28 @@ int et_attach_lora(et_model* m, const et_lora_config* config) {
   });
 }
 
+int et_attach_adapter(et_model* m, const et_adapter_config* config) {
+  return guarded([&] {
+    require(m, "model");
+    require(config, "config");
+    m->model.attach_adapter(*config);
+  });
+}
+
+int64_t et_routing_stats(et_model* m, double* out, size_t count) {
+  int64_t needed = -1;
+  guarded([&] {
+    require(m, "model");
+    const std::vector<double> peek = m->model.routing_stats(false);
+    needed = static_cast<int64_t>(peek.size());
+    if (out && count >= peek.size()) {
+      std::copy(peek.begin(), peek.end(), out);
+      m->model.routing_stats(true);
+    }
+  });
+  return needed;
+}
+
 int et_set_train_mode(et_model* m, int32_t mode) {
   return guarded([&] {
     require(m, "model");
@@ -159,6 +180,16 @@ int et_forward(et_model* m, const int32_t* ids, int32_t batch, int32_t seq_len, 
     require(ids, "ids");
     require(logits_out, "logits_out");
     m->model.forward_logits(ids, batch, seq_len, logits_out);
+  });
+}
+
+int et_forward_collect(et_model* m, const int32_t* ids, int32_t batch, int32_t seq_len, const uint8_t* token_mask,
+                       float* logits_out) {
+  return guarded([&] {
+    require(m, "model");
+    require(ids, "ids");
+    require(logits_out, "logits_out");
+    m->model.forward_logits(ids, batch, seq_len, logits_out, true, token_mask);
   });
 }
 

@@ -47,9 +47,8 @@ void validate_config(const et_model_config& c) {
 
 }  // namespace
 
-void LayerActivations::reserve(const et_model_config& c, long rows, long batch, long rank) {
+void LayerActivations::reserve(const et_model_config& c, long rows, const std::array<long, NUM_GROUPS>& adapter_widths) {
   const long d = c.hidden_size, q_dim = c.num_heads * c.head_dim, qkv_dim = q_dim + 2L * c.num_kv_heads * c.head_dim;
-  (void)batch;
   xn1.reserve(rows * d);
   rstd1.reserve(rows);
   qkv.reserve(rows * qkv_dim);
@@ -59,8 +58,8 @@ void LayerActivations::reserve(const et_model_config& c, long rows, long batch, 
   xn2.reserve(rows * d);
   rstd2.reserve(rows);
   gate_up.reserve(rows * 2L * c.intermediate_size);
-  if (rank > 0)
-    for (auto& h : lora_h) h.reserve(rows * rank);
+  for (int g = 0; g < NUM_GROUPS; ++g)
+    if (adapter_widths[g] > 0) adapter_hz[g].reserve(rows * adapter_widths[g]);
 }
 
 Model::Model(const et_model_config& config) : c_(config), rope_((validate_config(config), config)) {
@@ -88,21 +87,57 @@ Model::Model(const et_model_config& config) : c_(config), rope_((validate_config
     if (c_.mlp_bias) layer.down_bias.value.resize(d);
   }
   register_params();
+  // Where each projection's output columns sit in the fused q/k/v and gate/up buffers.
+  qkv_col_[ET_PROJ_Q] = 0;
+  qkv_col_[ET_PROJ_K] = q_dim_;
+  qkv_col_[ET_PROJ_V] = q_dim_ + kv_dim_;
+  gate_up_col_[ET_PROJ_GATE] = 0;
+  gate_up_col_[ET_PROJ_UP] = F;
 }
 
-void Model::add_param(const std::string& name, std::vector<int64_t> shape, Tensor& storage, size_t offset,
-                      bool is_adapter) {
+Param& Model::add_param(const std::string& name, std::vector<int64_t> shape, Tensor& storage, size_t offset,
+                        bool is_adapter, bool trainable) {
   auto p = std::make_unique<Param>();
   p->name = name;
   p->count = 1;
   for (int64_t s : shape) p->count *= static_cast<size_t>(s);
+  p->rows = shape.size() >= 2 ? static_cast<long>(shape[0]) : 1;
+  p->cols = static_cast<long>(p->count) / p->rows;
+  p->ld = p->cols;
   p->shape = std::move(shape);
   p->storage = &storage;
   p->offset = offset;
   p->is_adapter = is_adapter;
+  p->trainable = trainable;
   p->was_set = is_adapter;
   by_name_[name] = p.get();
   params_.push_back(std::move(p));
+  if (!is_adapter) {
+    auto slot = std::make_unique<OptimizerSlot>();
+    *slot = OptimizerSlot{&storage, offset, params_.back()->count, params_.back()->shape.size() >= 2, {}, {}};
+    base_slots_.push_back(std::move(slot));
+  }
+  return *params_.back();
+}
+
+void Param::read(float* out, bool grad) const {
+  if (sparse) {
+    if (grad) fail("tensor '", name, "' is frozen, so it has no gradient");
+    sparse->expand(out, cols);
+    return;
+  }
+  const float* base = (grad ? storage->grad.data() : storage->value.data()) + offset;
+  for (long r = 0; r < rows; ++r) std::memcpy(out + r * cols, base + r * ld, cols * sizeof(float));
+}
+
+void Param::write(const float* in) {
+  if (sparse) {
+    sparse->compress(in, name);
+  } else {
+    float* base = storage->value.data() + offset;
+    for (long r = 0; r < rows; ++r) std::memcpy(base + r * ld, in + r * cols, cols * sizeof(float));
+  }
+  was_set = true;
 }
 
 void Model::register_params() {
@@ -139,17 +174,21 @@ void Model::register_params() {
 Param& Model::param(const std::string& name) {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) {
-    const bool adapter_name = name.find(".lora_") != std::string::npos;
+    const bool adapter_name = name.find(".lora_") != std::string::npos || name.find(".router.") != std::string::npos ||
+                              name.find(".experts.") != std::string::npos;
     fail("unknown tensor '", name, "'",
-         adapter_name && !lora_ ? " (no adapter is attached)" : " (not part of this model's configuration)");
+         adapter_name && !adapter_ ? " (no adapter is attached)"
+         : adapter_name            ? " (not part of the attached adapter)"
+                                   : " (not part of this model's configuration)");
   }
   return *it->second;
 }
 
-std::vector<Param*> Model::trainable() {
-  std::vector<Param*> out;
-  for (auto& p : params_)
-    if (p->is_adapter || train_mode_ == ET_TRAIN_FULL) out.push_back(p.get());
+std::vector<OptimizerSlot*> Model::trainable_slots() {
+  std::vector<OptimizerSlot*> out;
+  if (train_mode_ == ET_TRAIN_FULL)
+    for (auto& s : base_slots_) out.push_back(s.get());
+  for (auto& s : adapter_slots_) out.push_back(s.get());
   return out;
 }
 
@@ -158,7 +197,7 @@ std::vector<std::string> Model::names(int kind) {
   for (auto& p : params_) {
     const bool take = kind == ET_TENSORS_BASE        ? !p->is_adapter
                       : kind == ET_TENSORS_ADAPTER   ? p->is_adapter
-                      : kind == ET_TENSORS_TRAINABLE ? (p->is_adapter || train_mode_ == ET_TRAIN_FULL)
+                      : kind == ET_TENSORS_TRAINABLE ? (p->is_adapter ? p->trainable : train_mode_ == ET_TRAIN_FULL)
                                                      : false;
     if (take) out.push_back(p->name);
   }
@@ -166,23 +205,83 @@ std::vector<std::string> Model::names(int kind) {
 }
 
 void Model::attach_lora(const et_lora_config& config) {
+  et_adapter_config adapter{};
+  adapter.method = ET_METHOD_LORA;
+  adapter.rank = config.rank;
+  adapter.alpha = config.alpha;
+  adapter.use_rslora = config.use_rslora;
+  adapter.dropout = config.dropout;
+  adapter.target_mask = config.target_mask;
+  adapter.seed = config.seed;
+  attach_adapter(adapter);
+}
+
+void Model::attach_adapter(const et_adapter_config& config) {
   const long d = c_.hidden_size, F = c_.intermediate_size;
   const std::array<std::array<long, 2>, ET_NUM_PROJ> in_out = {
       {{d, q_dim_}, {d, kv_dim_}, {d, kv_dim_}, {q_dim_, d}, {d, F}, {d, F}, {F, d}}};
-  auto adapter = std::make_unique<LoraAdapter>(config, c_.num_layers, in_out);
-  // Drop the previous adapter's names before its storage goes away.
+  auto adapter = std::make_unique<Adapter>(config, c_.num_layers, in_out);
+  // Drop the previous adapter's names and optimizer state before its storage goes away.
   params_.erase(std::remove_if(params_.begin(), params_.end(),
                                [&](const std::unique_ptr<Param>& p) {
                                  if (p->is_adapter) by_name_.erase(p->name);
                                  return p->is_adapter;
                                }),
                 params_.end());
-  lora_ = std::move(adapter);
-  for (LoraSite* site : lora_->sites()) {
-    add_param(LoraAdapter::tensor_name(site->layer, site->projection, true), {config.rank, site->in}, site->A, 0, true);
-    add_param(LoraAdapter::tensor_name(site->layer, site->projection, false), {site->out, config.rank}, site->B, 0,
-              true);
+  adapter_slots_.clear();
+  adapter_ = std::move(adapter);
+  register_adapter_params();
+}
+
+// Names per docs/methods.md: lora `lora_A`/`lora_B`; router methods `router` then each expert's
+// `experts.{e}.lora_A`/`lora_B` (views into the group's stacked A rows and the site's B columns);
+// FlyLoRA `lora_A` (frozen, sparse), `lora_B`, `topk_bias` (moved by the bias update only).
+void Model::register_adapter_params() {
+  Adapter& a = *adapter_;
+  const long r = a.settings().c.rank;
+  for (long l = 0; l < c_.num_layers; ++l)
+    for (int kind = 0; kind < NUM_GROUPS; ++kind) {
+      Group& g = a.group(l, kind);
+      if (a.trains_a() && !g.sites.empty()) {
+        auto slot = std::make_unique<OptimizerSlot>();
+        *slot = OptimizerSlot{&g.down, 0, g.down.value.size(), true, {}, {}};
+        adapter_slots_.push_back(std::move(slot));
+      }
+    }
+  for (Site* site : a.sites()) {
+    const std::string module = Adapter::module_name(site->layer, site->projection);
+    Group& g = a.group(site->layer, group_of_projection(static_cast<int>(site->projection)));
+    const long in = site->in, out = site->out, E = site->experts;
+    auto slot = std::make_unique<OptimizerSlot>();
+    *slot = OptimizerSlot{&site->B, 0, site->B.value.size(), true, {}, {}};
+    adapter_slots_.push_back(std::move(slot));
+    switch (a.method()) {
+      case ET_METHOD_LORA:
+        add_param(module + ".lora_A.weight", {r, in}, g.down, site->a_row * in, true);
+        add_param(module + ".lora_B.weight", {out, r}, site->B, 0, true);
+        break;
+      case ET_METHOD_FLYLORA: {
+        add_param(module + ".lora_A.weight", {r, in}, g.down, 0, true, false).sparse = site->sparse_a.get();
+        add_param(module + ".lora_B.weight", {out, r}, site->B, 0, true);
+        add_param(module + ".topk_bias", {r}, site->topk_bias, 0, true, false);
+        break;
+      }
+      default:
+        add_param(module + ".router.weight", {E, in}, g.down, site->router_row * in, true);
+        for (long e = 0; e < E; ++e) {
+          const std::string expert = module + ".experts." + std::to_string(e);
+          add_param(expert + ".lora_A.weight", {r, in}, g.down, (site->a_row + e * r) * in, true);
+          add_param(expert + ".lora_B.weight", {out, r}, site->B, e * r, true).ld = site->width;
+        }
+    }
   }
+}
+
+std::array<long, NUM_GROUPS> Model::adapter_widths() const {
+  std::array<long, NUM_GROUPS> widths{};
+  if (adapter_)
+    for (int g = 0; g < NUM_GROUPS; ++g) widths[g] = adapter_->max_group_width(g);
+  return widths;
 }
 
 void Model::set_train_mode(int mode) {
@@ -191,14 +290,13 @@ void Model::set_train_mode(int mode) {
   for (auto& p : params_) {
     if (p->is_adapter) continue;
     Buffer& grad = p->storage->grad;
-    if (mode == ET_TRAIN_FULL)
-      grad.resize(p->storage->value.size());
-    else {
-      grad.resize(0);
-      p->adam_m.resize(0);
-      p->adam_v.resize(0);
-    }
+    grad.resize(mode == ET_TRAIN_FULL ? p->storage->value.size() : 0);
   }
+  if (mode != ET_TRAIN_FULL)
+    for (auto& slot : base_slots_) {
+      slot->adam_m.resize(0);
+      slot->adam_v.resize(0);
+    }
 }
 
 void Model::check_ready() {
@@ -321,18 +419,19 @@ void Model::apply_rope(float* qkv, long rows, long seq, long position0, float si
   });
 }
 
-void Model::lora_forward(long l, long p, const float* x, long ldx, float* y, long ldy, LayerActivations& a,
-                         const Pass& pass) {
-  if (!lora_) return;
-  if (LoraSite* site = lora_->site(l, p))
-    lora_->forward(*site, x, ldx, pass.rows, y, ldy, a.lora_h[p].data(), pass.training, pass.dropout_seed);
+void Model::adapter_forward(long l, int group, const float* x, long ldx, float* y, long ldy,
+                            const std::array<long, ET_NUM_PROJ>& y_col, LayerActivations& a, const Pass& pass) {
+  if (adapter_)
+    adapter_->forward_group(adapter_->group(l, group), x, ldx, y, ldy, y_col, a.adapter_hz[group].data(),
+                            pass.adapter());
 }
 
-void Model::lora_backward(long l, long p, const float* x, long ldx, const float* dy, long lddy, float* dx, long lddx,
-                          LayerActivations& a, const Pass& pass) {
-  if (!lora_) return;
-  if (LoraSite* site = lora_->site(l, p))
-    lora_->backward(*site, x, ldx, pass.rows, a.lora_h[p].data(), dy, lddy, dx, lddx, pass.dropout_seed);
+void Model::adapter_backward(long l, int group, const float* x, long ldx, const float* dy, long lddy,
+                             const std::array<long, ET_NUM_PROJ>& y_col, float* dx, long lddx, LayerActivations& a,
+                             const Pass& pass) {
+  if (adapter_)
+    adapter_->backward_group(adapter_->group(l, group), x, ldx, a.adapter_hz[group].data(), dy, lddy, y_col, dx,
+                             lddx, pass.adapter());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,9 +443,7 @@ void Model::forward_layer(long l, const float* x, float* x_out, LayerActivations
 
   rmsnorm_forward(x, w.input_norm, a.xn1.data(), a.rstd1.data(), N);
   linear_forward(w.qkv, w.qkv_bias, 0, qkv_dim_, d, a.xn1.data(), N, a.qkv.data(), qkv_dim_, 0.0f);
-  lora_forward(l, ET_PROJ_Q, a.xn1.data(), d, a.qkv.data(), qkv_dim_, a, pass);
-  lora_forward(l, ET_PROJ_K, a.xn1.data(), d, a.qkv.data() + q_dim_, qkv_dim_, a, pass);
-  lora_forward(l, ET_PROJ_V, a.xn1.data(), d, a.qkv.data() + q_dim_ + kv_dim_, qkv_dim_, a, pass);
+  adapter_forward(l, GROUP_QKV, a.xn1.data(), d, a.qkv.data(), qkv_dim_, qkv_col_, a, pass);
   apply_rope(a.qkv.data(), N, pass.seq, pass.position0, 1.0f);
 
   AttentionBatch batch{pass.batch, pass.seq, 0, pass.seq, a.qkv.data(), qkv_dim_, a.qkv.data() + q_dim_,
@@ -365,18 +462,17 @@ void Model::forward_layer(long l, const float* x, float* x_out, LayerActivations
 
   std::memcpy(a.xmid.data(), x, N * d * sizeof(float));
   linear_forward(w.o, w.o_bias, 0, d, q_dim_, a.attn.data(), N, a.xmid.data(), d, 1.0f);
-  lora_forward(l, ET_PROJ_O, a.attn.data(), q_dim_, a.xmid.data(), d, a, pass);
+  adapter_forward(l, GROUP_O, a.attn.data(), q_dim_, a.xmid.data(), d, single_col_, a, pass);
 
   rmsnorm_forward(a.xmid.data(), w.post_norm, a.xn2.data(), a.rstd2.data(), N);
   linear_forward(w.gate_up, w.gate_up_bias, 0, 2 * F, d, a.xn2.data(), N, a.gate_up.data(), 2 * F, 0.0f);
-  lora_forward(l, ET_PROJ_GATE, a.xn2.data(), d, a.gate_up.data(), 2 * F, a, pass);
-  lora_forward(l, ET_PROJ_UP, a.xn2.data(), d, a.gate_up.data() + F, 2 * F, a, pass);
+  adapter_forward(l, GROUP_GATE_UP, a.xn2.data(), d, a.gate_up.data(), 2 * F, gate_up_col_, a, pass);
   float* act = ffn_act_.data();
   swiglu_forward(a.gate_up.data(), act, N);
 
   std::memcpy(x_out, a.xmid.data(), N * d * sizeof(float));
   linear_forward(w.down, w.down_bias, 0, d, F, act, N, x_out, d, 1.0f);
-  lora_forward(l, ET_PROJ_DOWN, act, F, x_out, d, a, pass);
+  adapter_forward(l, GROUP_DOWN, act, F, x_out, d, single_col_, a, pass);
 }
 
 // dres holds dL/d(layer output) on entry and dL/d(layer input) on exit (when need_dx).
@@ -396,7 +492,7 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
     if (c_.mlp_bias) accumulate_bias_grad(dres, d, N, d, w.down_bias.grad.data());
   }
   gemm(false, false, N, F, d, 1.0f, dres, d, w.down.value.data(), F, 0.0f, d_act, F);
-  lora_backward(l, ET_PROJ_DOWN, act, F, dres, d, d_act, F, a, pass);
+  adapter_backward(l, GROUP_DOWN, act, F, dres, d, single_col_, d_act, F, a, pass);
   pool().parallel_for(N, kRowGrain, [&](long r0, long r1, int) {
     for (long t = r0; t < r1; ++t) {
       const float* gu = a.gate_up.data() + t * 2 * F;
@@ -409,8 +505,7 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
   }
   float* d_normed = d_normed_.data();
   gemm(false, false, N, d, 2 * F, 1.0f, d_gu, 2 * F, w.gate_up.value.data(), d, 0.0f, d_normed, d);
-  lora_backward(l, ET_PROJ_GATE, a.xn2.data(), d, d_gu, 2 * F, d_normed, d, a, pass);
-  lora_backward(l, ET_PROJ_UP, a.xn2.data(), d, d_gu + F, 2 * F, d_normed, d, a, pass);
+  adapter_backward(l, GROUP_GATE_UP, a.xn2.data(), d, d_gu, 2 * F, gate_up_col_, d_normed, d, a, pass);
   rmsnorm_backward(d_normed, a.xmid.data(), w.post_norm, a.rstd2.data(), dres, N, true);
 
   // Attention
@@ -420,7 +515,7 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
   }
   float* d_attn = d_attn_.data();
   gemm(false, false, N, q_dim_, d, 1.0f, dres, d, w.o.value.data(), q_dim_, 0.0f, d_attn, q_dim_);
-  lora_backward(l, ET_PROJ_O, a.attn.data(), q_dim_, dres, d, d_attn, q_dim_, a, pass);
+  adapter_backward(l, GROUP_O, a.attn.data(), q_dim_, dres, d, single_col_, d_attn, q_dim_, a, pass);
   float* d_qkv = d_qkv_.data();
   AttentionBatch batch{pass.batch, pass.seq, 0, pass.seq, a.qkv.data(), qkv_dim_, a.qkv.data() + q_dim_,
                        a.qkv.data() + q_dim_ + kv_dim_, qkv_dim_};
@@ -432,10 +527,8 @@ void Model::backward_layer(long l, const float* x, LayerActivations& a, float* d
     if (c_.qkv_bias) accumulate_bias_grad(d_qkv, qkv_dim_, N, qkv_dim_, w.qkv_bias.grad.data());
   }
   if (need_dx) gemm(false, false, N, d, qkv_dim_, 1.0f, d_qkv, qkv_dim_, w.qkv.value.data(), d, 0.0f, d_normed, d);
-  float* lora_dx = need_dx ? d_normed : nullptr;
-  lora_backward(l, ET_PROJ_Q, a.xn1.data(), d, d_qkv, qkv_dim_, lora_dx, d, a, pass);
-  lora_backward(l, ET_PROJ_K, a.xn1.data(), d, d_qkv + q_dim_, qkv_dim_, lora_dx, d, a, pass);
-  lora_backward(l, ET_PROJ_V, a.xn1.data(), d, d_qkv + q_dim_ + kv_dim_, qkv_dim_, lora_dx, d, a, pass);
+  adapter_backward(l, GROUP_QKV, a.xn1.data(), d, d_qkv, qkv_dim_, qkv_col_, need_dx ? d_normed : nullptr, d, a,
+                   pass);
   if (need_dx) rmsnorm_backward(d_normed, x, w.input_norm, a.rstd1.data(), dres, N, true);
 }
 
@@ -448,7 +541,7 @@ const float* Model::forward_no_grad(const int32_t* ids, const Pass& pass) {
   const long N = pass.rows, d = c_.hidden_size;
   reserve_scratch(N);
   if (activations_.empty()) activations_.resize(1);
-  activations_[0].reserve(c_, N, pass.batch, lora_ ? lora_->rank() : 0);
+  activations_[0].reserve(c_, N, adapter_widths());
   if (layer_inputs_.size() < 2) layer_inputs_.resize(2);
   for (int i = 0; i < 2; ++i) layer_inputs_[i].reserve(N * d);
   embed(ids, N, layer_inputs_[0].data());
@@ -457,12 +550,13 @@ const float* Model::forward_no_grad(const int32_t* ids, const Pass& pass) {
   return layer_inputs_[c_.num_layers % 2].data();
 }
 
-void Model::forward_logits(const int32_t* ids, long batch, long seq, float* logits) {
+void Model::forward_logits(const int32_t* ids, long batch, long seq, float* logits, bool collect,
+                           const uint8_t* token_mask) {
   check_ready();
   if (batch <= 0 || seq <= 0) fail("forward needs batch and sequence length > 0, got ", batch, " x ", seq);
   const long N = batch * seq, d = c_.hidden_size, V = c_.vocab_size;
   check_ids(ids, N, "ids", false);
-  const float* xf = forward_no_grad(ids, Pass{batch, seq, N, false, 0, nullptr, 0});
+  const float* xf = forward_no_grad(ids, Pass{batch, seq, N, false, 0, nullptr, 0, collect, token_mask});
   rmsnorm_forward(xf, final_norm_, final_normed_.data(), final_rstd_.data(), N);
   gemm(false, true, N, V, d, 1.0f, final_normed_.data(), d, lm_head().value.data(), d, 0.0f, logits, V);
 }
@@ -471,25 +565,29 @@ et_step_stats Model::forward_backward(const int32_t* ids, const int32_t* targets
                                       const et_step_options& options) {
   check_ready();
   if (batch <= 0 || seq <= 0) fail("forward_backward needs batch and sequence length > 0, got ", batch, " x ", seq);
-  if (trainable().empty()) fail("nothing to train: attach an adapter or set the full training mode");
+  if (trainable_slots().empty()) fail("nothing to train: attach an adapter or set the full training mode");
   const long N = batch * seq, d = c_.hidden_size, V = c_.vocab_size, L = c_.num_layers;
   check_ids(ids, N, "ids", false);
   check_ids(targets, N, "targets", true);
   const bool full = train_mode_ == ET_TRAIN_FULL;
   const bool recompute = options.recompute != 0;
-  const long rank = lora_ ? lora_->rank() : 0;
 
   reserve_scratch(N);
   if (static_cast<long>(layer_inputs_.size()) < L + 1) layer_inputs_.resize(L + 1);
   for (auto& x : layer_inputs_) x.reserve(N * d);
   activations_.resize(recompute ? 1 : L);
-  for (auto& a : activations_) a.reserve(c_, N, batch, rank);
+  for (auto& a : activations_) a.reserve(c_, N, adapter_widths());
   auto activations_of = [&](long l) -> LayerActivations& { return activations_[recompute ? 0 : l]; };
-  const Pass pass{batch, seq, N, true, options.dropout_seed, nullptr, 0};
+  // The first forward records routing statistics; a recomputing forward in backward does not.
+  Pass pass{batch, seq, N, true, options.dropout_seed, nullptr, 0, true, options.token_mask};
 
   embed(ids, N, layer_inputs_[0].data());
   for (long l = 0; l < L; ++l)
     forward_layer(l, layer_inputs_[l].data(), layer_inputs_[l + 1].data(), activations_of(l), pass);
+  pass.collect = false;
+  AuxResult aux;
+  if (adapter_)
+    aux = adapter_->auxiliary_losses(batch, seq, options.token_mask, options.task_types, options.aux_scale);
 
   // Head: logits, loss and dlogits per chunk of rows, so [N, V] never exists at once.
   const Kernels& K = kernels();
@@ -546,7 +644,15 @@ et_step_stats Model::forward_backward(const int32_t* ids, const int32_t* targets
     });
   }
 
-  et_step_stats stats{0.0, 0, 0};
+  if (adapter_) adapter_->end_micro_batch();
+
+  et_step_stats stats{};
+  stats.aux_balance = aux.balance;
+  stats.aux_z = aux.z;
+  stats.aux_entropy = aux.entropy;
+  stats.aux_lbc = aux.lbc;
+  stats.aux_total = aux.total;
+  stats.balance_step = aux.balance_step;
   for (long t = 0; t < N; ++t) {
     if (targets[t] < 0) continue;
     stats.loss_sum += row_loss[t];
@@ -557,12 +663,11 @@ et_step_stats Model::forward_backward(const int32_t* ids, const int32_t* targets
 }
 
 void Model::zero_grad() {
-  for (Param* p : trainable())
-    if (float* g = p->grad()) std::memset(g, 0, p->count * sizeof(float));
+  for (OptimizerSlot* slot : trainable_slots()) std::memset(slot->grad(), 0, slot->count * sizeof(float));
 }
 
 float Model::optimizer_step(const et_adamw& h) {
-  std::vector<Param*> params = trainable();
+  std::vector<OptimizerSlot*> params = trainable_slots();
   if (params.empty()) fail("nothing to train: attach an adapter or set the full training mode");
   if (!(h.lr >= 0.0f) || !(h.beta1 >= 0.0f && h.beta1 < 1.0f) || !(h.beta2 >= 0.0f && h.beta2 < 1.0f) ||
       !(h.eps > 0.0f) || !(h.weight_decay >= 0.0f) || !(h.max_grad_norm >= 0.0f))
@@ -572,7 +677,7 @@ float Model::optimizer_step(const et_adamw& h) {
 
   // Global norm, summed per fixed chunk then in order: deterministic whatever the threads do.
   double total = 0.0;
-  for (Param* p : params) {
+  for (OptimizerSlot* p : params) {
     const long n = static_cast<long>(p->count);
     const float* g = p->grad();
     std::vector<double> partial((n + kOptimizerGrain - 1) / kOptimizerGrain, 0.0);
@@ -590,13 +695,13 @@ float Model::optimizer_step(const et_adamw& h) {
   const double t = static_cast<double>(adam_steps_);
   AdamWScalars s{h.lr, h.beta1, h.beta2, h.eps, 0.0f, static_cast<float>(1.0 - std::pow(h.beta1, t)),
                  static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, t))), clip};
-  for (Param* p : params) {
+  for (OptimizerSlot* p : params) {
     if (p->adam_m.size() != p->count) {
       p->adam_m.resize(p->count);
       p->adam_v.resize(p->count);
     }
     // Decoupled weight decay on matrices and embeddings only, not on norms and biases.
-    s.weight_decay = p->shape.size() >= 2 ? h.weight_decay : 0.0f;
+    s.weight_decay = p->decay ? h.weight_decay : 0.0f;
     float* value = p->value();
     const float* grad = p->grad();
     pool().parallel_for(static_cast<long>(p->count), kOptimizerGrain, [&](long i0, long i1, int) {
@@ -604,6 +709,7 @@ float Model::optimizer_step(const et_adamw& h) {
     });
   }
   zero_grad();
+  if (adapter_) adapter_->end_step();
   return norm;
 }
 

@@ -11,7 +11,7 @@
 #include "../include/expertune.h"
 #include "attention.h"
 #include "common.h"
-#include "methods/lora.h"
+#include "adapter.h"
 #include "rope.h"
 
 namespace et {
@@ -33,22 +33,37 @@ struct LayerActivations {
   Buffer xmid;         // residual stream after attention [N, d]
   Buffer xn2, rstd2;   // MLP input after RMSNorm
   Buffer gate_up;      // gate and up pre-activations [N, 2F]
-  std::array<Buffer, ET_NUM_PROJ> lora_h;  // drop(x) Aᵀ per adapted projection [N, r]
-  void reserve(const et_model_config& c, long rows, long batch, long rank);
+  std::array<Buffer, NUM_GROUPS> adapter_hz;  // [H | z] of each adapted input group [N, width]
+  void reserve(const et_model_config& c, long rows, const std::array<long, NUM_GROUPS>& adapter_widths);
 };
 
-// A view of one named tensor: where its values (and gradient) live and how it is shaped.
+// A view of one named tensor: where its values (and gradient) live and how it is shaped. A view
+// is `rows` rows of `cols` floats, `ld` apart in its storage (an expert's columns of a stacked B),
+// or a frozen sparse matrix (FlyLoRA's A).
 struct Param {
   std::string name;
   std::vector<int64_t> shape;
   Tensor* storage;  // the (possibly stacked) tensor holding it
   size_t offset;    // in floats, inside storage
   size_t count;
+  long rows, cols, ld;
   bool is_adapter;
+  bool trainable;   // adapter tensors the optimizer updates (base tensors: in full mode)
+  SparseRows* sparse = nullptr;
   bool was_set = false;
+  bool has_grad() const { return !storage->grad.empty(); }
+  void read(float* out, bool grad) const;
+  void write(const float* in);
+};
+
+// What the optimizer updates: a contiguous run of one storage, with its AdamW moments.
+struct OptimizerSlot {
+  Tensor* storage;
+  size_t offset, count;
+  bool decay;  // matrices and embeddings, not norms and biases
   Buffer adam_m, adam_v;
   float* value() { return storage->value.data() + offset; }
-  float* grad() { return storage->grad.empty() ? nullptr : storage->grad.data() + offset; }
+  float* grad() { return storage->grad.data() + offset; }
 };
 
 struct KvCache {
@@ -64,9 +79,15 @@ class Model {
   Param& param(const std::string& name);
   std::vector<std::string> names(int kind);
   void attach_lora(const et_lora_config& config);
+  void attach_adapter(const et_adapter_config& config);
+  std::vector<double> routing_stats(bool reset) {
+    return adapter_ ? adapter_->routing_stats(reset) : std::vector<double>{};
+  }
   void set_train_mode(int mode);
 
-  void forward_logits(const int32_t* ids, long batch, long seq, float* logits);
+  // Logits; with collect, routing statistics accumulate over tokens where token_mask is 1.
+  void forward_logits(const int32_t* ids, long batch, long seq, float* logits, bool collect = false,
+                      const uint8_t* token_mask = nullptr);
   et_step_stats forward_backward(const int32_t* ids, const int32_t* targets, long batch, long seq,
                                  const et_step_options& options);
   const Buffer& input_grad() const { return input_grad_; }
@@ -86,14 +107,18 @@ class Model {
     uint32_t dropout_seed;
     KvCache* cache;  // decoding: keys and values come from (and go to) the cache
     long position0;
+    bool collect = false;  // routing statistics (the first forward of a training step, or calibration)
+    const uint8_t* token_mask = nullptr;
+    AdapterPass adapter() const { return {rows, training, dropout_seed, collect, token_mask}; }
   };
 
   void register_params();
-  void add_param(const std::string& name, std::vector<int64_t> shape, Tensor& storage, size_t offset,
-                 bool is_adapter);
+  Param& add_param(const std::string& name, std::vector<int64_t> shape, Tensor& storage, size_t offset,
+                  bool is_adapter, bool trainable = true);
+  void register_adapter_params();
   void check_ready();
   void check_ids(const int32_t* ids, long count, const char* what, bool allow_ignore) const;
-  std::vector<Param*> trainable();
+  std::vector<OptimizerSlot*> trainable_slots();
   Tensor& lm_head() { return c_.tie_word_embeddings ? embed_ : lm_head_; }
 
   void embed(const int32_t* ids, long rows, float* x);
@@ -109,10 +134,12 @@ class Model {
   void rmsnorm_backward(const float* dy, const float* x, Tensor& w, const float* rstd, float* dx, long rows,
                         bool accumulate_dx);
   void apply_rope(float* qkv, long rows, long seq, long position0, float sign);
-  void lora_forward(long l, long p, const float* x, long ldx, float* y, long ldy, LayerActivations& a,
-                    const Pass& pass);
-  void lora_backward(long l, long p, const float* x, long ldx, const float* dy, long lddy, float* dx, long lddx,
-                     LayerActivations& a, const Pass& pass);
+  void adapter_forward(long l, int group, const float* x, long ldx, float* y, long ldy,
+                       const std::array<long, ET_NUM_PROJ>& y_col, LayerActivations& a, const Pass& pass);
+  void adapter_backward(long l, int group, const float* x, long ldx, const float* dy, long lddy,
+                        const std::array<long, ET_NUM_PROJ>& y_col, float* dx, long lddx, LayerActivations& a,
+                        const Pass& pass);
+  std::array<long, NUM_GROUPS> adapter_widths() const;
   void reserve_scratch(long rows);
 
   et_model_config c_;
@@ -122,8 +149,10 @@ class Model {
 
   Tensor embed_, final_norm_, lm_head_;
   std::vector<LayerWeights> layers_;
-  std::unique_ptr<LoraAdapter> lora_;
+  std::unique_ptr<Adapter> adapter_;
   std::vector<std::unique_ptr<Param>> params_;
+  std::vector<std::unique_ptr<OptimizerSlot>> base_slots_, adapter_slots_;
+  std::array<long, ET_NUM_PROJ> qkv_col_{}, gate_up_col_{}, single_col_{};
   std::unordered_map<std::string, Param*> by_name_;
   int train_mode_ = ET_TRAIN_LORA;
   int64_t adam_steps_ = 0;

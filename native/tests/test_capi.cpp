@@ -72,7 +72,7 @@ TEST_CASE("token ids and targets outside the vocabulary are refused with their p
   CHECK(et_forward(m, ids, 1, 4, logits.data()) != 0);
   CHECK(error_mentions("ids[2] = 10"));
   int32_t good[4] = {1, 2, 3, 4}, targets[4] = {2, 3, -2, -1};
-  et_step_options opt{1.0f, 0, 0, 0};
+  et_step_options opt{1.0f, 0, 0, 0, 1.0f, nullptr, nullptr};
   CHECK(et_forward_backward(m, good, targets, 1, 4, &opt, nullptr) != 0);
   CHECK(error_mentions("nothing to train"));
   et_lora_config bad{0, 1.0f, 0, 0.0f, 1, 0};

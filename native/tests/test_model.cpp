@@ -215,7 +215,7 @@ std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, long B, lo
 
 double loss_of(et_model* model, const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, long B,
                long T, uint32_t dropout_seed = 7) {
-  et_step_options opt{1.0f, dropout_seed, 0, 0};
+  et_step_options opt{1.0f, dropout_seed, 0, 0, 1.0f, nullptr, nullptr};
   et_step_stats stats{};
   if (et_forward_backward(model, ids.data(), targets.data(), B, T, &opt, &stats) != 0)
     throw std::runtime_error(et_last_error());
@@ -331,7 +331,7 @@ TEST_CASE("gradients of LoRA and of every base weight agree with central finite 
   const long B = 2, T = 6;
   auto ids = random_ids(B * T, m.config.vocab_size, 9);
   auto targets = shifted_targets(ids, B, T);
-  et_step_options opt{1.0f, 7, 0, 0};
+  et_step_options opt{1.0f, 7, 0, 0, 1.0f, nullptr, nullptr};
   et_step_stats stats{};
   CHECK(et_forward_backward(model, ids.data(), targets.data(), B, T, &opt, &stats) == 0);
   CHECK(stats.tokens == B * (T - 1));
@@ -385,7 +385,7 @@ TEST_CASE("activation recomputation and gradient accumulation leave the gradient
   const std::string name = "model.layers.0.self_attn.o_proj.lora_A.weight";
   const std::string name_b = "model.layers.1.self_attn.o_proj.lora_B.weight";
   auto run = [&](bool recompute) {
-    et_step_options opt{1.0f / (B * (T - 1)), 42, 0, recompute};
+    et_step_options opt{1.0f / (B * (T - 1)), 42, 0, recompute, 1.0f, nullptr, nullptr};
     et_step_stats stats{};
     CHECK(et_forward_backward(model, ids.data(), targets.data(), B, T, &opt, &stats) == 0);
     auto ga = grad_of(model, name, 4 * 32), gb = grad_of(model, name_b, 32 * 4);
@@ -406,7 +406,7 @@ TEST_CASE("activation recomputation and gradient accumulation leave the gradient
   for (int part = 0; part < 2; ++part) {
     std::vector<int32_t> ids_p(ids.begin() + part * half, ids.begin() + (part + 1) * half);
     std::vector<int32_t> tg_p(targets.begin() + part * half, targets.begin() + (part + 1) * half);
-    et_step_options opt{1.0f / (B * (T - 1)), 42, 0, 0};
+    et_step_options opt{1.0f / (B * (T - 1)), 42, 0, 0, 1.0f, nullptr, nullptr};
     CHECK(et_forward_backward(model, ids_p.data(), tg_p.data(), B / 2, T, &opt, nullptr) == 0);
   }
   auto ga = grad_of(model, name, 4 * 32), gb = grad_of(model, name_b, 32 * 4);
@@ -453,7 +453,7 @@ TEST_CASE("AdamW with clipping moves the LoRA weights as the update rule says") 
   const long T = 8;
   auto ids = random_ids(T, m.config.vocab_size, 2);
   auto targets = shifted_targets(ids, 1, T);
-  et_step_options opt{1.0f / (T - 1), 1, 0, 0};
+  et_step_options opt{1.0f / (T - 1), 1, 0, 0, 1.0f, nullptr, nullptr};
   et_forward_backward(model, ids.data(), targets.data(), 1, T, &opt, nullptr);
   CHECK(fixtures::tensor_names(model, ET_TENSORS_TRAINABLE) ==
         std::vector<std::string>({"model.layers.0.mlp.gate_proj.lora_A.weight", "model.layers.0.mlp.gate_proj.lora_B.weight",
@@ -498,7 +498,7 @@ TEST_CASE("the input-embedding gradient matches finite differences through the e
   const long T = 6;
   std::vector<int32_t> ids = {3, 17, 5, 9, 30, 2};  // distinct ids: one embedding row per position
   auto targets = shifted_targets(ids, 1, T);
-  et_step_options opt{1.0f / (T - 1), 1, 1, 0};
+  et_step_options opt{1.0f / (T - 1), 1, 1, 0, 1.0f, nullptr, nullptr};
   CHECK(et_forward_backward(model, ids.data(), targets.data(), 1, T, &opt, nullptr) == 0);
   std::vector<float> dx(T * 32);
   CHECK(et_input_grad(model, dx.data(), dx.size()) == 0);

@@ -4,15 +4,18 @@
  */
 import type { LlamaConfig } from '@expertune/formats';
 import native from '@expertune/native';
-import type { NativeModelConfig } from '@expertune/native';
+import type { NativeAdapterConfig, NativeModelConfig } from '@expertune/native';
 
 import {
+  ADAPTER_METHODS,
   PROJECTIONS,
   type AdamWHyperparameters,
+  type AdapterConfig,
   type DecodeSession,
   type ForwardBackwardOptions,
-  type LoraConfig,
+  type ForwardOptions,
   type ModelBackend,
+  type SiteRoutingStats,
   type OptimizerStepResult,
   type StepStats,
   type TensorKind,
@@ -66,6 +69,70 @@ export function setNativeThreads(threads: number): void {
   native.setNumThreads(threads);
 }
 
+/** The C API's et_adapter_config of an adapter (docs/methods.md). */
+export function nativeAdapterConfig(config: AdapterConfig): NativeAdapterConfig {
+  const base: NativeAdapterConfig = {
+    method: ADAPTER_METHODS.indexOf(config.method),
+    rank: config.rank,
+    alpha: config.alpha,
+    useRslora: config.useRslora,
+    dropout: config.dropout,
+    targetMask: loraTargetMask(config.targetModules),
+    seed: config.seed >>> 0,
+  };
+  if (config.method === 'lora') return base;
+  if (config.method === 'flylora')
+    return { ...base, flyTopK: config.topK, flySelectAbs: config.select === 'abs', flyBiasRate: config.biasRate };
+  const routed: NativeAdapterConfig = {
+    ...base,
+    numExperts: [...config.numExperts],
+    balanceCoef: config.balance.coef,
+    balancePooled: config.balance.form === 'pooled',
+    balanceGlobal: config.balance.scope === 'global',
+    zLossCoef: config.zLossCoef,
+  };
+  switch (config.method) {
+    case 'mola':
+      return { ...routed, topK: [...config.topK] };
+    case 'loramoe':
+      return { ...routed, blcAlpha: config.blcAlpha, blcWeight: config.blcWeight };
+    case 'dynmole':
+      return {
+        ...routed,
+        topP: config.topP,
+        keepTopK: config.keepTopK,
+        entropyIndex: config.entropyIndex,
+        entropyThreshold: config.entropyThreshold,
+        entropyEps: config.entropyEps,
+        entropyCoef: config.entropyCoef,
+      };
+  }
+}
+
+/** Decodes et_routing_stats' flat layout (include/expertune.h). */
+export function decodeRoutingStats(flat: Float64Array): SiteRoutingStats[] {
+  const sites: SiteRoutingStats[] = [];
+  for (let at = 0; at < flat.length; ) {
+    const [layer, projection, experts, tokens, entropySum, broadcast] = flat.subarray(at, at + 6);
+    const E = experts!;
+    const load = Array.from(flat.subarray(at + 6, at + 6 + E));
+    const gateSum = Array.from(flat.subarray(at + 6 + E, at + 6 + 2 * E));
+    const per = (v: number) => (tokens! > 0 ? v / tokens! : 0);
+    sites.push({
+      layer: layer!,
+      projection: PROJECTIONS[projection!]!,
+      experts: E,
+      tokens: tokens!,
+      load: load.map(per),
+      meanGate: gateSum.map(per),
+      entropy: per(entropySum!),
+      broadcast: per(broadcast!),
+    });
+    at += 6 + 2 * E;
+  }
+  return sites;
+}
+
 export function nativeInfo(): { kernels: string; blas: string; threads: number; addon: string } {
   return {
     kernels: native.cpuKernels(),
@@ -78,7 +145,7 @@ export function nativeInfo(): { kernels: string; blas: string; threads: number; 
 export class NativeModelBackend implements ModelBackend {
   readonly engineName = 'native';
   private readonly core: InstanceType<typeof native.NativeModel>;
-  private loraConfig: LoraConfig | null = null;
+  private adapterConfig: AdapterConfig | null = null;
   private mode: TrainMode = 'lora';
   private lastInputRows = 0;
 
@@ -99,19 +166,17 @@ export class NativeModelBackend implements ModelBackend {
     return this.core.tensorNames(TENSOR_KINDS[kind]);
   }
 
-  attachLora(config: LoraConfig): void {
-    this.core.attachLora({
-      rank: config.rank,
-      alpha: config.alpha,
-      useRslora: config.useRslora,
-      dropout: config.dropout,
-      targetMask: loraTargetMask(config.targetModules),
-      seed: config.seed >>> 0,
-    });
-    this.loraConfig = { ...config, targetModules: [...config.targetModules] };
+  attachAdapter(config: AdapterConfig): void {
+    this.core.attachAdapter(nativeAdapterConfig(config));
+    this.adapterConfig = structuredClone(config);
   }
-  get lora(): LoraConfig | null {
-    return this.loraConfig;
+  get adapter(): AdapterConfig | null {
+    return this.adapterConfig;
+  }
+  routingStats(): SiteRoutingStats[] {
+    const sites = decodeRoutingStats(this.core.routingStats());
+    if (this.adapterConfig?.method === 'flylora') for (const site of sites) site.entropy = null;
+    return sites;
   }
 
   setTrainMode(mode: TrainMode): void {
@@ -122,8 +187,11 @@ export class NativeModelBackend implements ModelBackend {
     return this.mode;
   }
 
-  forward(batch: TokenBatch): Promise<Float32Array> {
-    return this.core.forward(batch.ids, batch.batch, batch.seqLen);
+  forward(batch: TokenBatch, options: ForwardOptions = {}): Promise<Float32Array> {
+    return this.core.forward(batch.ids, batch.batch, batch.seqLen, {
+      collectRouting: options.collectRouting ?? false,
+      ...(options.tokenMask ? { tokenMask: options.tokenMask } : {}),
+    });
   }
 
   async forwardBackward(batch: TrainBatch, options: ForwardBackwardOptions): Promise<StepStats> {
@@ -132,6 +200,9 @@ export class NativeModelBackend implements ModelBackend {
       dropoutSeed: options.dropoutSeed >>> 0,
       needInputGrad: options.needInputGrad ?? false,
       recompute: options.recompute ?? false,
+      auxScale: options.auxScale ?? 1,
+      ...(batch.tokenMask ? { tokenMask: batch.tokenMask } : {}),
+      ...(batch.taskTypes ? { taskTypes: batch.taskTypes } : {}),
     });
     if (options.needInputGrad) this.lastInputRows = batch.batch * batch.seqLen;
     return stats;
