@@ -44,6 +44,21 @@ export function loraInitA(seed: number, site: number, rank: number, inFeatures: 
   return values;
 }
 
+/**
+ * The router `R` `[experts, inFeatures]` of one site (docs/methods.md "Initialisation"):
+ * `R[i] = (2·u − 1) / sqrt(inFeatures)` with `u = uniform(hash3(seed, 2·site + 1, i))`, `i` the
+ * flat row-major index. Computed in float64 and rounded to float32 once.
+ */
+export function routerInit(seed: number, site: number, experts: number, inFeatures: number): Float32Array {
+  const values = new Float32Array(experts * inFeatures);
+  const bound = 1 / Math.sqrt(inFeatures);
+  for (let i = 0; i < values.length; i++) {
+    const u = uniform(hash3(seed, 2 * site + 1, i));
+    values[i] = (2 * u - 1) * bound;
+  }
+  return values;
+}
+
 /** Elements whose hash is below `floor(p · 2³²)` are dropped. */
 export function dropoutThreshold(p: number): number {
   if (!(p >= 0 && p < 1)) throw new RangeError(`dropout probability must be in [0, 1), got ${p}`);
@@ -56,13 +71,14 @@ export function dropoutKeepScale(p: number): number {
 }
 
 /**
- * The dropout keep mask of the adapter input at one site, `[rows, inFeatures]` row-major:
- * element `(t, j)` is kept (1) iff `hash3(dropoutSeed, site, t·inFeatures + j) ≥ floor(p · 2³²)`,
- * else dropped (0). `t` is the flat row `b·T + pos`.
+ * The dropout keep mask of the adapter input of one input group, `[rows, inFeatures]` row-major:
+ * element `(t, j)` is kept (1) iff `hash3(dropoutSeed, key, t·inFeatures + j) ≥ floor(p · 2³²)`,
+ * else dropped (0). `t` is the flat row `b·T + pos`; `key = l·7 + p₀`, the site of the group's
+ * first projection (`inputGroupKey` in tfjs/tensor-layout.ts; docs/engine.md "Dropout").
  */
 export function dropoutKeepMask(
   dropoutSeed: number,
-  site: number,
+  key: number,
   rows: number,
   inFeatures: number,
   p: number,
@@ -70,7 +86,7 @@ export function dropoutKeepMask(
   const threshold = dropoutThreshold(p);
   const mask = new Uint8Array(rows * inFeatures);
   for (let index = 0; index < mask.length; index++) {
-    mask[index] = hash3(dropoutSeed, site, index) >= threshold ? 1 : 0;
+    mask[index] = hash3(dropoutSeed, key, index) >= threshold ? 1 : 0;
   }
   return mask;
 }
@@ -81,12 +97,12 @@ export function dropoutKeepMask(
  */
 export function dropoutMultiplier(
   dropoutSeed: number,
-  site: number,
+  key: number,
   rows: number,
   inFeatures: number,
   p: number,
 ): Float32Array {
-  const mask = dropoutKeepMask(dropoutSeed, site, rows, inFeatures, p);
+  const mask = dropoutKeepMask(dropoutSeed, key, rows, inFeatures, p);
   const scale = dropoutKeepScale(p);
   const multiplier = new Float32Array(mask.length);
   for (let index = 0; index < mask.length; index++) multiplier[index] = mask[index] === 1 ? scale : 0;

@@ -54,6 +54,29 @@ export function loraSite(layer: number, projection: Projection): number {
   return layer * PROJECTIONS.length + PROJECTIONS.indexOf(projection);
 }
 
+/**
+ * The first projection of the input group a projection belongs to: q for q/k/v (input
+ * `rmsnorm(h)`), o, gate for gate/up (input `rmsnorm(h)` after attention), down.
+ */
+export function inputGroupFirstProjection(projection: Projection): Projection {
+  switch (projection) {
+    case 'q_proj':
+    case 'k_proj':
+    case 'v_proj':
+      return 'q_proj';
+    case 'gate_proj':
+    case 'up_proj':
+      return 'gate_proj';
+    default:
+      return projection;
+  }
+}
+
+/** The dropout key of a projection's input group: `l·7 + p₀` (docs/engine.md "Dropout"). */
+export function inputGroupKey(layer: number, projection: Projection): number {
+  return loraSite(layer, inputGroupFirstProjection(projection));
+}
+
 export const EMBEDDING_NAME = 'model.embed_tokens.weight';
 export const FINAL_NORM_NAME = 'model.norm.weight';
 export const LM_HEAD_NAME = 'lm_head.weight';
