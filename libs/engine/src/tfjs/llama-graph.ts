@@ -6,15 +6,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaConfig } from '@expertune/formats';
-import type { LoraConfig, Projection } from '../types.js';
+import type { Projection } from '../types.js';
 import { dropoutMultiplier } from '../rng.js';
 import { ropeTables } from '../rope.js';
 import {
   EMBEDDING_NAME,
   FINAL_NORM_NAME,
   LM_HEAD_NAME,
-  loraScale,
-  loraSite,
+  inputGroupKey,
   projectionHasBias,
   projectionModule,
 } from './tensor-layout.js';
@@ -22,12 +21,21 @@ import {
 /** Added to the scores of keys a query must not see: exp(−1e9 − max) is exactly 0 in float32. */
 const MASKED_SCORE = -1e9;
 
+/** The adapter's term of a projection (tfjs/adapter-graph.ts implements it for every method). */
+export interface AdapterBranch {
+  /** Dropout probability of the adapter input. */
+  readonly dropout: number;
+  targets(projection: Projection): boolean;
+  /** The term added to projection `projection` of layer `layer`: `x` is its input, `dropped` the dropped one. */
+  delta(layer: number, projection: Projection, x: tf.Tensor2D, dropped: tf.Tensor2D): tf.Tensor2D;
+}
+
 export interface GraphInput {
   config: LlamaConfig;
   /** The tensor of a base or adapter weight, by Hugging Face name. */
   weight: (name: string) => tf.Tensor;
   /** The attached adapter, or null. */
-  lora: LoraConfig | null;
+  adapter: AdapterBranch | null;
   /** Token ids `[batch, seqLen]` row-major. */
   ids: Int32Array;
   batch: number;
@@ -71,27 +79,46 @@ export function silu(z: tf.Tensor): tf.Tensor {
 }
 
 /**
- * One projection `y = x Wᵀ (+b) + s · (drop(x) Aᵀ) Bᵀ` of layer `layer`, the adapter term only
- * when the adapter targets this projection, dropout only when a seed is given.
+ * The adapter input of a projection: `x` with the dropout mask of its input group (docs/engine.md
+ * "Dropout": one mask per group, keyed by `l·7 + p₀`), or `x` itself without dropout. Every site of
+ * the group sees the same dropped input, so it is computed once per group and kept in `cache`.
  */
-function projection(input: GraphInput, x: tf.Tensor2D, layer: number, name: Projection): tf.Tensor2D {
-  const { config, weight, lora } = input;
+function adapterInput(
+  input: GraphInput,
+  x: tf.Tensor2D,
+  layer: number,
+  name: Projection,
+  cache: Map<tf.Tensor, tf.Tensor2D>,
+): tf.Tensor2D {
+  const dropout = input.adapter?.dropout ?? 0;
+  if (input.dropoutSeed === null || dropout === 0) return x;
+  const cached = cache.get(x);
+  if (cached !== undefined) return cached;
+  const [rows, inFeatures] = x.shape;
+  // Recomputed from the hash every time: the forward and backward use the same mask by construction.
+  const multiplier = dropoutMultiplier(input.dropoutSeed, inputGroupKey(layer, name), rows, inFeatures, dropout);
+  const dropped = tf.mul(x, tf.tensor2d(multiplier, [rows, inFeatures])) as tf.Tensor2D;
+  cache.set(x, dropped);
+  return dropped;
+}
+
+/**
+ * One projection `y = x Wᵀ (+b)` of layer `layer`, plus the adapter's term when the adapter
+ * targets this projection (dropout only when a seed is given).
+ */
+function projection(
+  input: GraphInput,
+  x: tf.Tensor2D,
+  layer: number,
+  name: Projection,
+  dropped: Map<tf.Tensor, tf.Tensor2D>,
+): tf.Tensor2D {
+  const { config, weight, adapter } = input;
   const module = projectionModule(layer, name);
   let y: tf.Tensor2D = tf.matMul(x, weight(`${module}.weight`), false, true);
   if (projectionHasBias(config, name)) y = tf.add(y, weight(`${module}.bias`));
-  if (lora === null || !lora.targetModules.includes(name)) return y;
-
-  let adapterInput: tf.Tensor2D = x;
-  if (input.dropoutSeed !== null && lora.dropout > 0) {
-    const [rows, inFeatures] = x.shape;
-    const site = loraSite(layer, name);
-    // Recomputed from the hash every time: the forward and backward use the same mask by construction.
-    const multiplier = dropoutMultiplier(input.dropoutSeed, site, rows, inFeatures, lora.dropout);
-    adapterInput = tf.mul(x, tf.tensor2d(multiplier, [rows, inFeatures]));
-  }
-  const down = tf.matMul(adapterInput, weight(`${module}.lora_A.weight`), false, true);
-  const up = tf.matMul(down, weight(`${module}.lora_B.weight`), false, true);
-  return tf.add(y, tf.mul(up, loraScale(lora)));
+  if (adapter === null || !adapter.targets(name)) return y;
+  return tf.add(y, adapter.delta(layer, name, x, adapterInput(input, x, layer, name, dropped)));
 }
 
 /**
@@ -163,20 +190,21 @@ export function finalHidden(input: GraphInput): tf.Tensor2D {
   let h = embeddingLookup(weight(EMBEDDING_NAME), input.ids);
   if (input.inputProbe !== undefined) h = tf.add(h, input.inputProbe);
 
+  const dropped = new Map<tf.Tensor, tf.Tensor2D>();
   for (let layer = 0; layer < config.numLayers; layer++) {
     const prefix = `model.layers.${layer}`;
     const a = rmsNorm(h, weight(`${prefix}.input_layernorm.weight`), rmsNormEps);
-    const q = applyRope(splitHeads(projection(input, a, layer, 'q_proj'), numHeads), cos, sin);
-    const k = applyRope(splitHeads(projection(input, a, layer, 'k_proj'), numKvHeads), cos, sin);
-    const v = splitHeads(projection(input, a, layer, 'v_proj'), numKvHeads);
+    const q = applyRope(splitHeads(projection(input, a, layer, 'q_proj', dropped), numHeads), cos, sin);
+    const k = applyRope(splitHeads(projection(input, a, layer, 'k_proj', dropped), numKvHeads), cos, sin);
+    const v = splitHeads(projection(input, a, layer, 'v_proj', dropped), numKvHeads);
     const heads = attention(q, k, v, mask);
     const concatenated = tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [rows, numHeads * headDim]) as tf.Tensor2D;
-    h = tf.add(h, projection(input, concatenated, layer, 'o_proj'));
+    h = tf.add(h, projection(input, concatenated, layer, 'o_proj', dropped));
 
     const m = rmsNorm(h, weight(`${prefix}.post_attention_layernorm.weight`), rmsNormEps);
-    const gate = silu(projection(input, m, layer, 'gate_proj'));
-    const up = projection(input, m, layer, 'up_proj');
-    h = tf.add(h, projection(input, tf.mul(gate, up) as tf.Tensor2D, layer, 'down_proj'));
+    const gate = silu(projection(input, m, layer, 'gate_proj', dropped));
+    const up = projection(input, m, layer, 'up_proj', dropped);
+    h = tf.add(h, projection(input, tf.mul(gate, up) as tf.Tensor2D, layer, 'down_proj', dropped));
   }
   return rmsNorm(h, weight(FINAL_NORM_NAME), rmsNormEps);
 }

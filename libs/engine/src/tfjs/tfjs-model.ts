@@ -7,26 +7,41 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaConfig } from '@expertune/formats';
-import {
-  PROJECTIONS,
-  type AdamWHyperparameters,
-  type DecodeSession,
-  type ForwardBackwardOptions,
-  type LoraConfig,
-  type ModelBackend,
-  type OptimizerStepResult,
-  type StepStats,
-  type TensorKind,
-  type TokenBatch,
-  type TrainBatch,
-  type TrainMode,
+import type {
+  AdamWHyperparameters,
+  AdapterConfig,
+  AuxLosses,
+  DecodeSession,
+  ForwardBackwardOptions,
+  ForwardOptions,
+  LoraConfig,
+  ModelBackend,
+  OptimizerStepResult,
+  SiteRoutingStats,
+  StepStats,
+  TensorKind,
+  TokenBatch,
+  TrainBatch,
+  TrainMode,
 } from '../types.js';
-import { loraInitA } from '../rng.js';
 import { ropeFrequencies } from '../rope.js';
+import {
+  adapterSites,
+  adapterTensorShapes,
+  hasRouter,
+  initialAdapterTensors,
+  validateAdapterConfig,
+  type AdapterSite,
+  type AdapterTensorInfo,
+} from '../methods/index.js';
+import { flyloraBiasUpdate } from '../methods/flylora/index.js';
 import { adamWUpdate, clipCoefficient, createAdamWState, globalGradNorm, type AdamWState } from './adamw.js';
+import { AdapterGraph, type SiteRecord } from './adapter-graph.js';
+import { auxiliaryLosses, recordPoolSums, type PoolSums } from './aux-losses.js';
 import { initBackend, useBackend, type TfjsBackendName } from './backend.js';
 import { crossEntropy, finalHidden, lmHead, logits, type GraphInput } from './llama-graph.js';
-import { baseTensorShapes, loraSites } from './tensor-layout.js';
+import { RoutingState } from './routing-state.js';
+import { baseTensorShapes } from './tensor-layout.js';
 
 export interface TfjsModelOptions {
   /** tfjs backend; default `cpu`. `tensorflow` falls back to `cpu` with a warning when unavailable. */
@@ -61,13 +76,7 @@ function validateConfig(config: LlamaConfig): void {
   ropeFrequencies(config); // throws on an odd head dimension or an unsupported rope_scaling type
 }
 
-function validateLora(config: LoraConfig): void {
-  if (!Number.isInteger(config.rank) || config.rank <= 0) throw new RangeError('LoRA rank must be a positive integer');
-  if (!(config.dropout >= 0 && config.dropout < 1)) throw new RangeError('LoRA dropout must be in [0, 1)');
-  for (const module of config.targetModules) {
-    if (!PROJECTIONS.includes(module)) throw new RangeError(`unknown LoRA target module ${String(module)}`);
-  }
-}
+const ZERO_AUX: AuxLosses = { balance: 0, zLoss: 0, entropy: 0, lbc: 0, total: 0 };
 
 /** A private copy of a tensor's float32 values (tfjs may hand out its own buffer). */
 function readValues(tensor: tf.Tensor): Float32Array {
@@ -78,9 +87,11 @@ export class TfjsModel implements ModelBackend {
   readonly engineName: string;
   private readonly baseShapes: Map<string, number[]>;
   private readonly baseTensors = new Map<string, tf.Tensor>();
-  private adapterShapes = new Map<string, number[]>();
+  private adapterShapes = new Map<string, AdapterTensorInfo>();
   private readonly adapterTensors = new Map<string, tf.Tensor>();
-  private loraConfig: LoraConfig | null = null;
+  private adapterConfig: AdapterConfig | null = null;
+  private sites: AdapterSite[] = [];
+  private routing: RoutingState | null = null;
   private mode: TrainMode = 'lora';
   /** Accumulated gradients of trainable tensors; absent means zero. */
   private readonly gradients = new Map<string, tf.Tensor>();
@@ -130,19 +141,20 @@ export class TfjsModel implements ModelBackend {
 
   tensorNames(kind: TensorKind): string[] {
     const base = [...this.baseShapes.keys()];
-    const adapter = [...this.adapterShapes.keys()];
     switch (kind) {
       case 'base':
         return base;
       case 'adapter':
-        return adapter;
-      case 'trainable':
-        return this.mode === 'full' ? [...base, ...adapter] : adapter;
+        return [...this.adapterShapes.keys()];
+      case 'trainable': {
+        const trainable = [...this.adapterShapes].filter(([, info]) => info.trainable).map(([name]) => name);
+        return this.mode === 'full' ? [...base, ...trainable] : trainable;
+      }
     }
   }
 
   private shapeOf(name: string): number[] {
-    const shape = this.baseShapes.get(name) ?? this.adapterShapes.get(name);
+    const shape = this.baseShapes.get(name) ?? this.adapterShapes.get(name)?.shape;
     if (shape === undefined) throw new Error(`unknown tensor ${name}`);
     return shape;
   }
@@ -155,18 +167,21 @@ export class TfjsModel implements ModelBackend {
 
   // ---- adapter and mode ----------------------------------------------------------------------
 
-  get lora(): LoraConfig | null {
-    return this.loraConfig;
+  get adapter(): AdapterConfig | null {
+    return this.adapterConfig;
   }
 
   get trainMode(): TrainMode {
     return this.mode;
   }
 
-  /** Replaces any previous adapter (its tensors, gradients and optimizer state) with a fresh one. */
-  attachLora(config: LoraConfig): void {
+  /**
+   * Attaches a fresh adapter of any method (docs/methods.md), replacing any previous one (its
+   * tensors, gradients, optimizer state, routing statistics and balance buffers).
+   */
+  attachAdapter(config: AdapterConfig): void {
     this.enter();
-    validateLora(config);
+    validateAdapterConfig(config, this.config);
     for (const name of this.adapterShapes.keys()) {
       this.adapterTensors.get(name)?.dispose();
       this.adapterTensors.delete(name);
@@ -174,19 +189,30 @@ export class TfjsModel implements ModelBackend {
       this.gradients.delete(name);
       this.optimizerStates.delete(name);
     }
-    this.loraConfig = { ...config, targetModules: [...config.targetModules] };
-    this.adapterShapes = new Map();
-    for (const site of loraSites(this.config, config)) {
-      const aShape = [config.rank, site.inFeatures];
-      const bShape = [site.outFeatures, config.rank];
-      this.adapterShapes.set(site.aName, aShape);
-      this.adapterShapes.set(site.bName, bShape);
-      this.adapterTensors.set(
-        site.aName,
-        tf.tensor(loraInitA(config.seed, site.site, config.rank, site.inFeatures), aShape),
-      );
-      this.adapterTensors.set(site.bName, tf.zeros(bShape));
-    }
+    this.adapterConfig = structuredClone(config);
+    this.sites = adapterSites(this.config, this.adapterConfig);
+    this.adapterShapes = adapterTensorShapes(this.config, this.adapterConfig);
+    for (const [name, values] of initialAdapterTensors(this.config, this.adapterConfig))
+      this.adapterTensors.set(name, tf.tensor(values, this.adapterShapes.get(name)!.shape));
+    this.routing = new RoutingState(this.adapterConfig, this.sites);
+  }
+
+  /** Attaches a fresh plain LoRA adapter (A from the seed, B = 0). */
+  attachLora(config: LoraConfig): void {
+    this.attachAdapter({ ...config, method: 'lora' });
+  }
+
+  /** Routing statistics per site since the last call (reading resets them); empty without routing. */
+  routingStats(): SiteRoutingStats[] {
+    return this.routing?.readStats() ?? [];
+  }
+
+  /**
+   * Empties the optimizer step's balance buffers, as `optimizerStep` does, without an update
+   * (tests evaluating the loss repeatedly at one point use it; not part of `ModelBackend`).
+   */
+  resetStepState(): void {
+    this.routing?.resetStep();
   }
 
   /** Changing the mode drops the accumulated gradients; optimizer state is kept per tensor. */
@@ -199,10 +225,18 @@ export class TfjsModel implements ModelBackend {
 
   // ---- forward and backward ------------------------------------------------------------------
 
-  async forward(batch: TokenBatch): Promise<Float32Array> {
+  async forward(batch: TokenBatch, options: ForwardOptions = {}): Promise<Float32Array> {
     this.enter();
-    this.validateIds(batch.ids, batch.batch * batch.seqLen);
-    const logitsTensor = tf.tidy(() => logits(this.graphInput(batch, null, (name) => this.tensorByName(name))));
+    const rows = batch.batch * batch.seqLen;
+    this.validateIds(batch.ids, rows);
+    const collect = options.collectRouting === true;
+    const tokenMask = collect ? this.maskValues(options.tokenMask, rows) : null;
+    const logitsTensor = tf.tidy(() => {
+      const { input, graph } = this.graphInput(batch, null, (name) => this.tensorByName(name));
+      const result = logits(input);
+      if (graph !== null && tokenMask !== null) this.routing?.accumulate(graph.records, tokenMask);
+      return result;
+    });
     try {
       return Float32Array.from((await logitsTensor.data()) as Float32Array);
     } finally {
@@ -215,6 +249,9 @@ export class TfjsModel implements ModelBackend {
     const rows = batch.batch * batch.seqLen;
     this.validateIds(batch.ids, rows);
     this.validateTargets(batch.targets, rows);
+    const tokenMask = this.maskValues(batch.tokenMask, rows);
+    if (batch.taskTypes !== undefined) this.validateTaskTypes(batch.taskTypes, batch.batch);
+    const auxScale = options.auxScale ?? 1;
 
     const trainableNames = this.tensorNames('trainable');
     const needInputGrad = options.needInputGrad === true;
@@ -223,15 +260,38 @@ export class TfjsModel implements ModelBackend {
     if (probe !== null) differentiated.push(probe);
 
     // The loss as a function of the differentiated tensors, in `differentiated` order. The stats
-    // are kept out of the autograd scope (tf.keep) and disposed below.
-    const captured: { stats?: tf.Tensor } = {};
+    // are kept out of the autograd scope (tf.keep) and disposed below; the site records' JS values
+    // (selections, gates, pool sums) are used after the backward.
+    const captured: { stats?: tf.Tensor; records?: SiteRecord[]; pools?: Map<number, PoolSums> } = {};
     const scaledLoss = (...args: tf.Tensor[]): tf.Scalar => {
       const byName = new Map(trainableNames.map((name, i) => [name, args[i]!]));
-      const input = this.graphInput(batch, options.dropoutSeed, (name) => byName.get(name) ?? this.tensorByName(name));
+      const { input, graph } = this.graphInput(
+        batch,
+        options.dropoutSeed,
+        (name) => byName.get(name) ?? this.tensorByName(name),
+      );
       if (probe !== null) input.inputProbe = args[trainableNames.length]!;
       const { lossSum, correct } = crossEntropy(logits(input), batch.targets);
-      captured.stats = tf.keep(tf.stack([lossSum, correct]));
-      return tf.mul(lossSum, options.lossScale);
+      let objective = tf.mul(lossSum, options.lossScale) as tf.Scalar;
+      const adapter = this.adapterConfig;
+      let auxValues: tf.Tensor[] = [tf.zeros([5])];
+      if (graph !== null) captured.records = graph.records;
+      if (graph !== null && adapter !== null && hasRouter(adapter)) {
+        const pools = recordPoolSums(adapter, graph.records, tokenMask);
+        captured.pools = pools;
+        const aux = auxiliaryLosses(adapter, graph.records, {
+          tokenMask,
+          batch: batch.batch,
+          seqLen: batch.seqLen,
+          ...(batch.taskTypes === undefined ? {} : { taskTypes: batch.taskTypes }),
+          pools,
+          stepBuffer: (key) => this.routing?.stepBuffer(key),
+        });
+        if (auxScale !== 0) objective = tf.add(objective, tf.mul(aux.total, auxScale));
+        auxValues = [tf.stack([aux.balance, aux.zLoss, aux.entropy, aux.lbc, aux.total])];
+      }
+      captured.stats = tf.keep(tf.concat([tf.stack([lossSum, correct]), ...auxValues]));
+      return objective;
     };
 
     try {
@@ -253,11 +313,45 @@ export class TfjsModel implements ModelBackend {
       }
       const stats = captured.stats;
       if (stats === undefined) throw new Error('internal error: the loss function did not run');
-      const [lossSum, correct] = (await stats.data()) as Float32Array;
+      const [lossSum, correct, balance, zLoss, entropy, lbc, total] = (await stats.data()) as Float32Array;
       stats.dispose();
-      return { lossSum: lossSum!, tokens: batch.targets.filter((target) => target >= 0).length, correct: correct! };
+      if (captured.pools !== undefined) this.routing?.commitStep(captured.pools);
+      if (captured.records !== undefined) {
+        this.routing?.accumulate(captured.records, tokenMask);
+        this.updateFlyloraBias(captured.records, tokenMask);
+      }
+      const aux: AuxLosses =
+        this.adapterConfig !== null && hasRouter(this.adapterConfig)
+          ? { balance: balance!, zLoss: zLoss!, entropy: entropy!, lbc: lbc!, total: total! }
+          : { ...ZERO_AUX };
+      return {
+        lossSum: lossSum!,
+        tokens: batch.targets.filter((target) => target >= 0).length,
+        correct: correct!,
+        aux,
+        balanceStep: this.routing?.balanceStep() ?? 0,
+      };
     } finally {
       probe?.dispose();
+    }
+  }
+
+  /**
+   * FlyLoRA's aux-loss-free balancing after a training micro-batch: `c_i` real tokens selected
+   * rank `i`; `d_i ← d_i + u·sign(mean c − c_i)` (docs/methods.md "FlyLoRA").
+   */
+  private updateFlyloraBias(records: readonly SiteRecord[], tokenMask: Float32Array): void {
+    const adapter = this.adapterConfig;
+    if (adapter?.method !== 'flylora') return;
+    for (const record of records) {
+      const r = record.site.experts;
+      const counts = new Float64Array(r);
+      for (let t = 0; t < record.rows; t++) {
+        if (tokenMask[t] === 0) continue;
+        for (let i = 0; i < r; i++) counts[i] = counts[i]! + tokenMask[t]! * record.selection[t * r + i]!;
+      }
+      const name = record.site.bias!;
+      this.setTensor(name, flyloraBiasUpdate(this.getTensor(name), counts, adapter.biasRate));
     }
   }
 
@@ -314,6 +408,7 @@ export class TfjsModel implements ModelBackend {
       this.setTensor(name, values);
     });
     this.zeroGrad();
+    this.routing?.resetStep();
     return { gradNorm };
   }
 
@@ -332,7 +427,7 @@ export class TfjsModel implements ModelBackend {
     this.validateIds(ids, ids.length);
     const batch: TokenBatch = { ids, batch: 1, seqLen: ids.length };
     const result = tf.tidy(() => {
-      const input = this.graphInput(batch, null, (name) => this.tensorByName(name));
+      const { input } = this.graphInput(batch, null, (name) => this.tensorByName(name));
       const hidden = finalHidden(input);
       const last = tf.slice(hidden, [ids.length - 1, 0], [1, this.config.hiddenSize]);
       return lmHead(input, last);
@@ -364,16 +459,37 @@ export class TfjsModel implements ModelBackend {
     useBackend(this.backendName);
   }
 
-  private graphInput(batch: TokenBatch, dropoutSeed: number | null, weight: (name: string) => tf.Tensor): GraphInput {
-    return {
+  /** The graph's input and, with an adapter, the adapter graph that records its sites. */
+  private graphInput(
+    batch: TokenBatch,
+    dropoutSeed: number | null,
+    weight: (name: string) => tf.Tensor,
+  ): { input: GraphInput; graph: AdapterGraph | null } {
+    const graph = this.adapterConfig === null ? null : new AdapterGraph(this.adapterConfig, this.sites, weight);
+    const input: GraphInput = {
       config: this.config,
       weight,
-      lora: this.loraConfig,
+      adapter: graph,
       ids: batch.ids,
       batch: batch.batch,
       seqLen: batch.seqLen,
       dropoutSeed,
     };
+    return { input, graph };
+  }
+
+  /** The token mask as float32 0/1 values `[rows]` (all 1 when absent). */
+  private maskValues(mask: Uint8Array | undefined, rows: number): Float32Array {
+    if (mask === undefined) return new Float32Array(rows).fill(1);
+    if (mask.length !== rows) throw new RangeError(`expected ${rows} token-mask values, got ${mask.length}`);
+    for (const m of mask) if (m !== 0 && m !== 1) throw new RangeError(`token-mask values must be 0 or 1, got ${m}`);
+    return Float32Array.from(mask);
+  }
+
+  private validateTaskTypes(taskTypes: Int32Array, batch: number): void {
+    if (taskTypes.length !== batch) throw new RangeError(`expected ${batch} task types, got ${taskTypes.length}`);
+    for (const type of taskTypes)
+      if (type !== 0 && type !== 1) throw new RangeError(`task types must be 0 or 1, got ${type}`);
   }
 
   private validateIds(ids: Int32Array, expected: number): void {
