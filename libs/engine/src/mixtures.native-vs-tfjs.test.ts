@@ -102,7 +102,7 @@ describe.each(METHODS)('native vs tfjs: %#', (adapter) => {
       expect(relativeL2(native.backend.getTensor(name), oracle.backend.getTensor(name)), name).toBeLessThan(1e-7);
 
     const weights = perturb(native, 5);
-    for (const [name, v] of weights) (oracle.backend.setTensor(name, v), native.backend.setTensor(name, v));
+    for (const [name, v] of weights) for (const model of [native, oracle]) model.backend.setTensor(name, v);
     const batch = paddedBatch(9);
     expect(relativeL2(await native.logits(batch), await oracle.logits(batch))).toBeLessThan(1e-5);
 
@@ -150,7 +150,7 @@ describe.each(METHODS)('native vs tfjs: %#', (adapter) => {
   it(`${label(adapter)}: two AdamW steps of two micro-batches give the same adapter on both engines`, async () => {
     const [native, oracle] = await twins(adapter);
     const weights = perturb(native, 6);
-    for (const [name, v] of weights) (oracle.backend.setTensor(name, v), native.backend.setTensor(name, v));
+    for (const [name, v] of weights) for (const model of [native, oracle]) model.backend.setTensor(name, v);
     const optimizerConfig = {
       beta1: 0.9,
       beta2: 0.99,
