@@ -41,23 +41,14 @@ export function writeExportDirectory(
   const staging = join(parent, `.${basename(dir)}.partial-${process.pid}-${Date.now()}`);
   mkdirSync(staging);
   try {
-    const entries: Record<string, FileEntry> = {};
     for (const [name, content] of Object.entries(files)) {
-      const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
-      writeFileSync(join(staging, name), bytes);
-      entries[name] = { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.byteLength };
+      // Names may hold sub-directories ('expert-0/adapter_config.json'), never '..'.
+      if (name.split('/').some((part) => part === '' || part === '.' || part === '..'))
+        throw new RangeError(`bad export file name '${name}'`);
+      mkdirSync(dirname(join(staging, name)), { recursive: true });
+      writeFileSync(join(staging, name), typeof content === 'string' ? Buffer.from(content, 'utf8') : content);
     }
-    const manifest = {
-      format_version: 1,
-      created_at: new Date().toISOString(),
-      run_id: info.runId,
-      base_model: info.baseModel,
-      method: info.method,
-      dataset_hash: info.datasetHash,
-      final_metrics: info.finalMetrics,
-      files: entries,
-    };
-    writeFileSync(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    writeFileSync(join(staging, 'manifest.json'), manifestJson(files, info));
     const previous = existsSync(dir) ? `${staging}.old` : null;
     if (previous) renameSync(dir, previous);
     renameSync(staging, dir);
@@ -66,6 +57,26 @@ export function writeExportDirectory(
     rmSync(staging, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** The manifest.json text of `files` (sha256 and size of each) and `info`. */
+export function manifestJson(files: Record<string, Uint8Array | string>, info: ManifestInfo): string {
+  const entries: Record<string, FileEntry> = {};
+  for (const [name, content] of Object.entries(files)) {
+    const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+    entries[name] = { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.byteLength };
+  }
+  const manifest = {
+    format_version: 1,
+    created_at: new Date().toISOString(),
+    run_id: info.runId,
+    base_model: info.baseModel,
+    method: info.method,
+    dataset_hash: info.datasetHash,
+    final_metrics: info.finalMetrics,
+    files: entries,
+  };
+  return JSON.stringify(manifest, null, 2) + '\n';
 }
 
 /** Checks every file listed in an export's manifest.json against its size and sha256. */
@@ -99,10 +110,21 @@ export interface PeftLoraExport extends LoraHyperparameters {
   manifest: Omit<ManifestInfo, 'baseModel' | 'method'>;
   /** Lines for the model card (hyperparameters, metrics, …). */
   card: Record<string, string | number>;
+  /** PEFT's `layers_to_transform`: the decoder layers the tensors cover; null or absent: every layer. */
+  layersToTransform?: number[] | null;
+  /** Model card title (default "LoRA adapter") and extra sections. */
+  title?: string;
+  sections?: CardSection[];
 }
 
-/** A plain LoRA export in HF PEFT's layout (loads in PEFT, vLLM and SGLang). */
-export function writePeftLoraExport(dir: string, adapter: PeftLoraExport): void {
+/** A titled block of Markdown lines in a model card. */
+export interface CardSection {
+  title: string;
+  lines: string[];
+}
+
+/** The files of a plain LoRA export in HF PEFT's layout (manifest.json aside). */
+export function peftLoraFiles(adapter: PeftLoraExport): Record<string, Uint8Array | string> {
   const dtype = adapter.dtype ?? 'F32';
   const tensors: TensorsToWrite = new Map(
     [...adapter.tensors].map(([name, t]) => [PEFT_PREFIX + name, { dtype, shape: t.shape, data: t.data }] as const),
@@ -122,31 +144,41 @@ export function writePeftLoraExport(dir: string, adapter: PeftLoraExport): void 
     fan_in_fan_out: false,
     inference_mode: true,
     init_lora_weights: true,
-    layers_to_transform: null,
+    layers_to_transform: adapter.layersToTransform ?? null,
     revision: null,
   };
   const trainable = [...adapter.tensors.values()].reduce((sum, t) => sum + t.data.length, 0);
-  writeExportDirectory(
-    dir,
-    {
-      'adapter_config.json': JSON.stringify(config, null, 2) + '\n',
-      'adapter_model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
-      'README.md': modelCard(
-        'LoRA adapter',
-        adapter.baseModel,
-        'lora',
-        trainable,
-        adapter.card,
-        adapter.manifest.finalMetrics,
-      ),
-    },
-    { ...adapter.manifest, baseModel: adapter.baseModel, method: 'lora' },
-  );
+  return {
+    'adapter_config.json': JSON.stringify(config, null, 2) + '\n',
+    'adapter_model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
+    'README.md': modelCard({
+      title: adapter.title ?? 'LoRA adapter',
+      baseModel: adapter.baseModel,
+      method: 'lora',
+      trainable,
+      card: adapter.card,
+      metrics: adapter.manifest.finalMetrics,
+      sections: adapter.sections ?? [],
+    }),
+  };
+}
+
+/** A plain LoRA export in HF PEFT's layout (loads in PEFT, vLLM and SGLang). */
+export function writePeftLoraExport(dir: string, adapter: PeftLoraExport): void {
+  writeExportDirectory(dir, peftLoraFiles(adapter), {
+    ...adapter.manifest,
+    baseModel: adapter.baseModel,
+    method: 'lora',
+  });
 }
 
 export interface LoadedLoraAdapter extends LoraHyperparameters {
   baseModel: string | null;
+  /** PEFT's `layers_to_transform` as a list; null: every layer. */
+  layers: number[] | null;
   tensors: Map<string, Float32Array>;
+  /** Shape of each tensor, by the same names. */
+  shapes: Map<string, number[]>;
 }
 
 /** Reads a PEFT LoRA directory (ours or any PEFT-written one) back into engine tensor names. */
@@ -171,6 +203,19 @@ export function readPeftLoraAdapter(dir: string): LoadedLoraAdapter {
   const targets = config.target_modules;
   if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string'))
     fail('target_modules must be a list of module names (regex strings are not supported)');
+  for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
+    const pattern = config[key];
+    if (pattern !== undefined && pattern !== null && (typeof pattern !== 'object' || Object.keys(pattern).length > 0))
+      fail(`${key} is set: adapters with per-module ranks or alphas are not supported`);
+  }
+  let layers: number[] | null = null;
+  const layersToTransform = config.layers_to_transform;
+  if (typeof layersToTransform === 'number') layers = [layersToTransform];
+  else if (Array.isArray(layersToTransform)) layers = layersToTransform as number[];
+  else if (layersToTransform !== undefined && layersToTransform !== null)
+    fail('layers_to_transform must be null, a layer index or a list of them');
+  if (layers && layers.some((l) => !Number.isInteger(l) || l < 0))
+    fail(`layers_to_transform must hold layer indices, got ${JSON.stringify(layersToTransform)}`);
   const weightsPath = join(dir, 'adapter_model.safetensors');
   if (!existsSync(weightsPath)) {
     if (existsSync(join(dir, 'adapter_model.bin')))
@@ -180,12 +225,14 @@ export function readPeftLoraAdapter(dir: string): LoadedLoraAdapter {
   const file = SafetensorsFile.open(weightsPath);
   try {
     const tensors = new Map<string, Float32Array>();
+    const shapes = new Map<string, number[]>();
     for (const key of file.names()) {
       if (!key.startsWith(PEFT_PREFIX))
         throw new CheckpointError(`tensor ${key} lacks the "${PEFT_PREFIX}" prefix`, weightsPath);
       // PEFT writes `lora_A.weight`; some tools keep the adapter name (`lora_A.default.weight`).
       const name = key.slice(PEFT_PREFIX.length).replace(/\.lora_([AB])\.default\.weight$/, '.lora_$1.weight');
       tensors.set(name, file.readFloat32(key));
+      shapes.set(name, [...file.info(key).shape]);
     }
     return {
       baseModel: typeof config.base_model_name_or_path === 'string' ? config.base_model_name_or_path : null,
@@ -194,7 +241,9 @@ export function readPeftLoraAdapter(dir: string): LoadedLoraAdapter {
       dropout: typeof config.lora_dropout === 'number' ? config.lora_dropout : 0,
       useRslora: config.use_rslora === true,
       targetModules: targets as string[],
+      layers: layers ? [...new Set(layers)].sort((a, b) => a - b) : null,
       tensors,
+      shapes,
     };
   } finally {
     file.close();
@@ -228,49 +277,50 @@ export function writeFullModelExport(dir: string, model: FullModelExport): void 
       ...model.extraFiles,
       'config.json': JSON.stringify({ ...model.configJson, torch_dtype: TORCH_DTYPE[dtype] }, null, 2) + '\n',
       'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
-      'README.md': modelCard(
-        'Fully fine-tuned model',
-        model.baseModel,
-        'full',
-        parameters,
-        model.card,
-        model.manifest.finalMetrics,
-      ),
+      'README.md': modelCard({
+        title: 'Fully fine-tuned model',
+        baseModel: model.baseModel,
+        method: 'full',
+        trainable: parameters,
+        card: model.card,
+        metrics: model.manifest.finalMetrics,
+      }),
     },
     { ...model.manifest, baseModel: model.baseModel, method: 'full' },
   );
 }
 
-function modelCard(
-  title: string,
-  baseModel: string,
-  method: string,
-  trainable: number,
-  card: Record<string, string | number>,
-  metrics: Record<string, number>,
-): string {
+export interface ModelCard {
+  title: string;
+  baseModel: string;
+  method: string;
+  trainable: number;
+  /** Hyperparameters, one table row each. */
+  card: Record<string, string | number>;
+  metrics: Record<string, number>;
+  /** Extra sections after the hyperparameters (routing, per-layer parameters, fallback notes, …). */
+  sections?: CardSection[];
+  /** Lines right under the summary (warnings a reader must see first). */
+  notice?: string[];
+}
+
+/** README.md of an export. */
+export function modelCard(model: ModelCard): string {
   const rows = (record: Record<string, string | number>) =>
     Object.entries(record)
       .map(([k, v]) => `| ${k} | ${v} |`)
       .join('\n');
-  return [
-    `# ${title} (Expertune)`,
+  const lines = [
+    `# ${model.title} (Expertune)`,
     '',
-    `- Base model: \`${baseModel}\``,
-    `- Method: ${method}`,
-    `- Trainable parameters: ${trainable.toLocaleString('en-US')}`,
+    `- Base model: \`${model.baseModel}\``,
+    `- Method: ${model.method}`,
+    `- Trainable parameters: ${model.trainable.toLocaleString('en-US')}`,
     '',
-    '## Hyperparameters',
-    '',
-    '| name | value |',
-    '|---|---|',
-    rows(card),
-    '',
-    '## Final metrics',
-    '',
-    '| metric | value |',
-    '|---|---|',
-    rows(metrics),
-    '',
-  ].join('\n');
+  ];
+  if (model.notice && model.notice.length > 0) lines.push(...model.notice, '');
+  lines.push('## Hyperparameters', '', '| name | value |', '|---|---|', rows(model.card), '');
+  for (const section of model.sections ?? []) lines.push(`## ${section.title}`, '', ...section.lines, '');
+  lines.push('## Final metrics', '', '| metric | value |', '|---|---|', rows(model.metrics), '');
+  return lines.join('\n');
 }

@@ -5,3 +5,7 @@ export * from './checkpoint.js';
 export * from './model-config.js';
 export * from './tokenizer.js';
 export * from './export.js';
+export * from './adapter-layout.js';
+export * from './mixture-export.js';
+export * from './fallbacks.js';
+export * from './linalg.js';
