@@ -13,7 +13,19 @@ export { learningRate, type LearningRateSchedule, type ScheduleKind } from './sc
 export { generate, argmax, sampleTopP, type GenerateOptions } from './generate.js';
 export { NativeModelBackend, nativeInfo, setNativeThreads, loraTargetMask } from './native-model.js';
 export { createTfjsModel, TfjsModel } from './tfjs/index.js';
-export { mix32, hash3, uniform, loraInitA } from './rng.js';
+export {
+  mix32,
+  hash3,
+  uniform,
+  loraInitA,
+  routerInit,
+  dropoutThreshold,
+  dropoutKeepScale,
+  dropoutKeepMask,
+  dropoutMultiplier,
+} from './rng.js';
+export * from './methods/index.js';
+export { inputGroupKey, inputGroupFirstProjection } from './tfjs/tensor-layout.js';
 export { ropeFrequencies, ropeTables } from './rope.js';
 export { randomLlamaConfig, randomWeights, type RandomWeightsOptions } from './testing/random-model.js';
 export { relativeL2, maxAbsDifference } from './testing/compare.js';

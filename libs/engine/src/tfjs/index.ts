@@ -1,9 +1,11 @@
-export { createTfjsModel, TfjsModel, type TfjsModelOptions } from './tfjs-model.js';
+export { createTfjsModel, TfjsModel, type TfjsModelOptions, type SiteRoutingRecord } from './tfjs-model.js';
 export type { TfjsBackendName } from './backend.js';
 export {
   baseTensorShapes,
   loraSites,
   loraSite,
+  inputGroupKey,
+  inputGroupFirstProjection,
   loraScale,
   loraTensorShapes,
   projectionModule,

@@ -17,6 +17,7 @@ import type {
   LoraConfig,
   ModelBackend,
   OptimizerStepResult,
+  Projection,
   SiteRoutingStats,
   StepStats,
   TensorKind,
@@ -76,6 +77,21 @@ function validateConfig(config: LlamaConfig): void {
   ropeFrequencies(config); // throws on an odd head dimension or an unsupported rope_scaling type
 }
 
+/** One site's routing in a forward pass, `[T, E]` row-major (see `TfjsModel.lastRouting`). */
+export interface SiteRoutingRecord {
+  layer: number;
+  projection: Projection;
+  experts: number;
+  /** Router probabilities (null for FlyLoRA). */
+  probs: Float32Array | null;
+  /** Kept experts: the top-k set (mola), the argmax (loramoe), the mask (dynmole), the selected ranks (flylora). */
+  selection: Uint8Array;
+  /** The gate values `G`. */
+  gates: Float64Array;
+  /** DynMoLE: 1 per broadcast token. */
+  broadcast: Uint8Array | null;
+}
+
 const ZERO_AUX: AuxLosses = { balance: 0, zLoss: 0, entropy: 0, lbc: 0, total: 0 };
 
 /** A private copy of a tensor's float32 values (tfjs may hand out its own buffer). */
@@ -92,6 +108,7 @@ export class TfjsModel implements ModelBackend {
   private adapterConfig: AdapterConfig | null = null;
   private sites: AdapterSite[] = [];
   private routing: RoutingState | null = null;
+  private lastRecords: SiteRoutingRecord[] = [];
   private mode: TrainMode = 'lora';
   /** Accumulated gradients of trainable tensors; absent means zero. */
   private readonly gradients = new Map<string, tf.Tensor>();
@@ -195,6 +212,7 @@ export class TfjsModel implements ModelBackend {
     for (const [name, values] of initialAdapterTensors(this.config, this.adapterConfig))
       this.adapterTensors.set(name, tf.tensor(values, this.adapterShapes.get(name)!.shape));
     this.routing = new RoutingState(this.adapterConfig, this.sites);
+    this.lastRecords = [];
   }
 
   /** Attaches a fresh plain LoRA adapter (A from the seed, B = 0). */
@@ -205,6 +223,14 @@ export class TfjsModel implements ModelBackend {
   /** Routing statistics per site since the last call (reading resets them); empty without routing. */
   routingStats(): SiteRoutingStats[] {
     return this.routing?.readStats() ?? [];
+  }
+
+  /**
+   * What every site with routing decided in the latest forward or forwardBackward (a testing and
+   * debugging aid, not part of `ModelBackend`): probabilities, selections and gates per token.
+   */
+  lastRouting(): SiteRoutingRecord[] {
+    return this.lastRecords.map((record) => ({ ...record }));
   }
 
   /**
@@ -235,6 +261,7 @@ export class TfjsModel implements ModelBackend {
       const { input, graph } = this.graphInput(batch, null, (name) => this.tensorByName(name));
       const result = logits(input);
       if (graph !== null && tokenMask !== null) this.routing?.accumulate(graph.records, tokenMask);
+      this.keepRecords(graph);
       return result;
     });
     try {
@@ -276,6 +303,7 @@ export class TfjsModel implements ModelBackend {
       const adapter = this.adapterConfig;
       let auxValues: tf.Tensor[] = [tf.zeros([5])];
       if (graph !== null) captured.records = graph.records;
+      this.keepRecords(graph);
       if (graph !== null && adapter !== null && hasRouter(adapter)) {
         const pools = recordPoolSums(adapter, graph.records, tokenMask);
         captured.pools = pools;
@@ -334,6 +362,18 @@ export class TfjsModel implements ModelBackend {
     } finally {
       probe?.dispose();
     }
+  }
+
+  private keepRecords(graph: AdapterGraph | null): void {
+    this.lastRecords = (graph?.records ?? []).map((record) => ({
+      layer: record.site.layer,
+      projection: record.site.projection,
+      experts: record.site.experts,
+      probs: record.probValues,
+      selection: record.selection,
+      gates: record.gateValues,
+      broadcast: record.broadcast,
+    }));
   }
 
   /**
