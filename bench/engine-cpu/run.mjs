@@ -12,10 +12,12 @@
 //
 // Each engine runs in its own child process (this script with --worker), so no peer shares a
 // heap, a thread pool or a wasm instance with another. See bench/README.md.
+// The helpers marked `export` are shared with bench/methods-cpu/run.mjs; main() runs only when
+// this file is the script.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -253,15 +255,15 @@ export function stepFlops(m) {
 
 // ------------------------------------------------------------------------------------ helpers
 
-const median = (xs) => {
+export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 };
-const round = (x, digits = 4) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
-const log = (...parts) => console.error('[bench]', ...parts);
+export const round = (x, digits = 4) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
+export const log = (...parts) => console.error('[bench]', ...parts);
 
-function newestMtime(path, extensions) {
+export function newestMtime(path, extensions) {
   if (!existsSync(path)) return 0;
   const st = statSync(path);
   if (!st.isDirectory()) return st.mtimeMs;
@@ -275,7 +277,7 @@ function newestMtime(path, extensions) {
   }
   return newest;
 }
-const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
+export const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
 
 // ------------------------------------------------------------------------------------ machine load
 // The machine may be shared: other processes' CPU time during each phase is measured from
@@ -283,7 +285,7 @@ const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
 // taken under contention shows it. Linux only; null elsewhere.
 const CLK_TCK = 100;
 
-function cpuSnapshot() {
+export function cpuSnapshot() {
   try {
     const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
     const [user, nice, system, , , irq, softirq, steal] = cpu;
@@ -300,7 +302,7 @@ function cpuSnapshot() {
   }
 }
 
-function loadBetween(a, b) {
+export function loadBetween(a, b) {
   if (!a || !b) return null;
   const wall = (b.t - a.t) / 1000;
   const own = (b.own - a.own) / CLK_TCK;
@@ -314,7 +316,7 @@ function loadBetween(a, b) {
   };
 }
 
-async function phase(load, name, fn) {
+export async function phase(load, name, fn) {
   const a = cpuSnapshot();
   try {
     return await fn();
@@ -327,7 +329,7 @@ async function phase(load, name, fn) {
 }
 
 /** Waits (up to maxS seconds) until other processes use < 0.1 core over 3 s. */
-async function waitIdle(maxS) {
+export async function waitIdle(maxS) {
   if (maxS <= 0) return null;
   const start = performance.now();
   for (;;) {
@@ -343,7 +345,7 @@ async function waitIdle(maxS) {
   }
 }
 
-function runVisible(cmd, args, env = process.env) {
+export function runVisible(cmd, args, env = process.env) {
   log(`$ ${cmd} ${args.join(' ')}`);
   execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env });
 }
@@ -405,7 +407,7 @@ function ensureBuilds(args) {
 }
 
 /** Runs a command, streams its stderr, returns its stdout; rejects on a non-zero exit. */
-function runCapture(cmd, argv, { env = process.env, timeoutS = 0 } = {}) {
+export function runCapture(cmd, argv, { env = process.env, timeoutS = 0 } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, argv, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -422,14 +424,14 @@ function runCapture(cmd, argv, { env = process.env, timeoutS = 0 } = {}) {
   });
 }
 
-function lastJsonLine(text, tag = '') {
+export function lastJsonLine(text, tag = '') {
   const lines = text.split('\n').filter((l) => l.startsWith(tag ? tag : '{'));
   if (!lines.length) throw new Error(`no JSON result in output:\n${text.slice(-2000)}`);
   return JSON.parse(lines[lines.length - 1].slice(tag.length));
 }
 
 /** Which code was measured: the commit, whether native/ or libs/ differ from it, the binaries' dates. */
-function provenance() {
+export function provenance() {
   const git = (...argv) => {
     try {
       return execFileSync('git', argv, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -449,7 +451,7 @@ function provenance() {
   };
 }
 
-function lscpuModel() {
+export function lscpuModel() {
   try {
     const text = execFileSync('lscpu', { encoding: 'utf8' });
     const field = (name) => text.match(new RegExp(`^${name}:\\s*(.+)$`, 'm'))?.[1]?.trim() ?? null;
@@ -506,7 +508,7 @@ function sgemmSummary(runs, gemms) {
 }
 
 /** `{name: value}` as command-line flags `--name value`. */
-function flags(values) {
+export function flags(values) {
   return Object.entries(values).flatMap(([name, value]) => [`--${name}`, String(value)]);
 }
 
@@ -1045,7 +1047,20 @@ async function main() {
     console.log(`warning: FLOP count ${flops.step} differs from torch_step.py's ${ref.flops_per_step}`);
 }
 
-main().catch((error) => {
-  console.error(error?.stack ?? String(error));
-  process.exit(1);
-});
+// Run only as a script: bench/methods-cpu/run.mjs imports the helpers above.
+if (isMainModule()) {
+  main().catch((error) => {
+    console.error(error?.stack ?? String(error));
+    process.exit(1);
+  });
+}
+
+function isMainModule() {
+  if (!process.argv[1]) return false;
+  const self = fileURLToPath(import.meta.url);
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(self);
+  } catch {
+    return resolve(process.argv[1]) === self;
+  }
+}
