@@ -3,12 +3,7 @@ import type { LlamaConfig } from '@expertune/formats';
 import type { AdapterConfig, LoraConfig } from '../types.js';
 import { hash3, uniform } from '../rng.js';
 import { adapterTensorShapes } from '../methods/index.js';
-import {
-  hashName,
-  randomAdapterWeights,
-  randomWeights,
-  type RandomWeightsOptions,
-} from '../testing/random-model.js';
+import { hashName, randomAdapterWeights, randomWeights, type RandomWeightsOptions } from '../testing/random-model.js';
 import { createTfjsModel, type TfjsModel } from './tfjs-model.js';
 import type { TfjsBackendName } from './backend.js';
 
