@@ -5,6 +5,7 @@
  * one-layer models, whose q/k/v routers read `rmsnorm(E[id])`), the global-batch balance over
  * micro-batches, FlyLoRA's frozen A and bias update, auxScale, token masks and the group dropout.
  */
+import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LlamaConfig } from '@expertune/formats';
 import { PROJECTIONS, type AdapterConfig, type Projection, type StepStats, type TrainBatch } from '../types.js';
@@ -759,5 +760,54 @@ describe('dropout: one mask per input group', () => {
     expect(keep(layer * 7 + 1)).not.toEqual(attention);
     expect(keep(layer * 7 + 5)).not.toEqual(mlp);
     expect(attention.filter((k) => k === 0).length).toBeGreaterThan(2);
+  });
+});
+
+describe('memory', () => {
+  it('keeps the number of tensors stable over steps of every method and frees everything on dispose', async () => {
+    const before = tf.memory().numTensors;
+    const adapters: AdapterConfig[] = [
+      {
+        ...common,
+        method: 'mola',
+        dropout: 0.1,
+        targetModules: [...PROJECTIONS],
+        numExperts: [3, 2],
+        topK: [2, 1],
+        balance: { coef: 0.1, form: 'layer', scope: 'global' },
+        zLossCoef: 0.01,
+      },
+      {
+        ...common,
+        method: 'loramoe',
+        targetModules: ['gate_proj', 'down_proj'],
+        numExperts: [2, 2],
+        balance: noBalance,
+        zLossCoef: 0.01,
+        blcAlpha: 0.1,
+        blcWeight: 0.1,
+      },
+      { ...common, method: 'flylora', rank: 4, topK: 2, select: 'signed', biasRate: 0.01, targetModules: ['v_proj'] },
+    ];
+    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1 };
+    for (const adapter of adapters) {
+      const model = await loadMethodModel(twoLayers, adapter, { adapterSeed: 1 });
+      const batch = randomTrainBatch(twoLayers, { batch: 2, seqLen: 4, seed: 2 });
+      batch.taskTypes = Int32Array.from([0, 1]);
+      const counts: number[] = [];
+      for (let step = 0; step < 3; step++) {
+        await model.forwardBackward(batch, { lossScale: 0.1, dropoutSeed: step, needInputGrad: true });
+        await model.optimizerStep(hyper);
+        await model.forward(batch, { collectRouting: true });
+        const session = model.createSession(3);
+        await session.append([1, 2]);
+        session.dispose();
+        model.routingStats();
+        counts.push(tf.memory().numTensors);
+      }
+      expect(counts[2], adapter.method).toBe(counts[1]);
+      model.dispose();
+      expect(tf.memory().numTensors, adapter.method).toBe(before);
+    }
   });
 });

@@ -4,6 +4,11 @@
  * checkable code over speed: no KV cache (a decode session recomputes its prefix), no activation
  * recomputation (`recompute` is accepted and ignored: tfjs keeps what autograd needs), and the
  * optimizer runs in plain JS over float32 arrays.
+ *
+ * Adapters of every method of docs/methods.md (`adapter-graph.ts`): their auxiliary losses
+ * (`aux-losses.ts`) join the objective as `auxScale · L_aux`; the routing statistics and the
+ * optimizer step's balance buffers live in `routing-state.ts`; FlyLoRA's bias moves after each
+ * training micro-batch (never in `forward`).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaConfig } from '@expertune/formats';
