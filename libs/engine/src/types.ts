@@ -76,11 +76,7 @@ export interface FlyloraAdapterConfig extends LoraConfig {
 }
 
 export type AdapterConfig =
-  | LoraAdapterConfig
-  | MolaAdapterConfig
-  | LoramoeAdapterConfig
-  | DynmoleAdapterConfig
-  | FlyloraAdapterConfig;
+  LoraAdapterConfig | MolaAdapterConfig | LoramoeAdapterConfig | DynmoleAdapterConfig | FlyloraAdapterConfig;
 
 /** Routing statistics of one adapted site, accumulated over training micro-batches since the last read. */
 export interface SiteRoutingStats {
