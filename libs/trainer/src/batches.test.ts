@@ -15,6 +15,27 @@ describe('batches', () => {
     expect(batch.seqLen).toBe(3);
     expect([...batch.ids]).toEqual([5, 6, 7, 8, 9, 0]);
     expect([...batch.targets]).toEqual([6, 7, -1, 9, -1, -1]);
+    expect([...batch.tokenMask!]).toEqual([1, 1, 1, 1, 1, 0]);
+    expect(batch.taskTypes).toBeUndefined();
+  });
+
+  it('passes task types on only when every row of the batch has one', () => {
+    const typed = makeBatch(
+      [
+        { ids: Int32Array.from([5, 6]), line: 1, taskType: 1 },
+        { ids: Int32Array.from([8, 9]), line: 2, taskType: 0 },
+      ],
+      0,
+    );
+    expect([...typed.taskTypes!]).toEqual([1, 0]);
+    const mixed = makeBatch(
+      [
+        { ids: Int32Array.from([5, 6]), line: 1, taskType: 1 },
+        { ids: Int32Array.from([8, 9]), line: 2 },
+      ],
+      0,
+    );
+    expect(mixed.taskTypes).toBeUndefined();
   });
 
   it('orders each epoch by a seeded permutation, different per epoch and per seed', () => {

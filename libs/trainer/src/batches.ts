@@ -15,17 +15,24 @@ export function epochOrder(n: number, seed: number, epoch: number): number[] {
 
 /**
  * Sequences padded on the right to the longest of them; targets are the next token, −1 on the
- * last real position and on padding.
+ * last real position and on padding; `tokenMask` is 1 on real tokens and 0 on padding (routers
+ * and their losses ignore padding). `taskTypes` is set when every row has a `task_type`
+ * (LoRAMoE's constraint needs all of them), and left out otherwise.
  */
 export function makeBatch(sequences: readonly TrainingSequence[], padId: number): TrainBatch {
   const seqLen = Math.max(...sequences.map((s) => s.ids.length));
   const ids = new Int32Array(sequences.length * seqLen).fill(padId);
   const targets = new Int32Array(sequences.length * seqLen).fill(-1);
+  const tokenMask = new Uint8Array(sequences.length * seqLen);
   sequences.forEach((sequence, b) => {
     ids.set(sequence.ids, b * seqLen);
+    tokenMask.fill(1, b * seqLen, b * seqLen + sequence.ids.length);
     for (let t = 0; t + 1 < sequence.ids.length; t++) targets[b * seqLen + t] = sequence.ids[t + 1]!;
   });
-  return { ids, targets, batch: sequences.length, seqLen };
+  const batch: TrainBatch = { ids, targets, tokenMask, batch: sequences.length, seqLen };
+  if (sequences.every((s) => s.taskType !== undefined))
+    batch.taskTypes = Int32Array.from(sequences, (s) => s.taskType!);
+  return batch;
 }
 
 /** Endless micro-batches, epoch after epoch, each epoch in its own seeded order. */

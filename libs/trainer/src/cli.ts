@@ -8,14 +8,15 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { parseTrainConfig } from '@expertune/contracts';
 import { generate, nativeInfo } from '@expertune/engine';
-import { loadTokenizer, writeSafetensors } from '@expertune/formats';
+import { loadTokenizer, readAdapterExport, writeSafetensors } from '@expertune/formats';
 import { parse as parseYaml } from 'yaml';
 
 import { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
-import { loadModelWithAdapter } from './load.js';
+import { exportCollapsedRun } from './collapse.js';
+import { describeAdapterExport, loadModelWithAdapter } from './load.js';
 import { ProgressLine } from './progress.js';
 import { exportRun } from './run-state.js';
-import { runTraining } from './train.js';
+import { runTraining, type StartInfo } from './train.js';
 
 class UsageError extends Error {}
 
@@ -27,8 +28,9 @@ Commands:
               [--greedy | --temperature T --top-p P --seed S] [--json]
   train       --config FILE.yaml [--set key.path=value ...]
   export      --run DIR --out DIR [--dtype F32|BF16|F16]
+              [--fallback split | --fallback collapse [--data FILE.jsonl] [--rank R]]
   init-model  --out DIR [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed S]
-  info        --model DIR
+  info        --model DIR [--adapter DIR]
 
 Common options: --engine native|tfjs (default native), --threads N (0 = all cores)`;
 
@@ -185,11 +187,15 @@ async function commandTrain(args: string[]): Promise<void> {
   try {
     const result = await runTraining(config, {
       signal: abort.signal,
-      onStart: (info) =>
+      onStart: (info) => {
         progress.note(
           `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
             `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
-        ),
+        );
+        const perLayer = perLayerLine(info);
+        if (perLayer) progress.note(perLayer);
+        for (const note of info.notes) progress.note(`note: ${note}`);
+      },
       onStep: (r) =>
         progress.update(
           r.step,
@@ -211,18 +217,54 @@ async function commandTrain(args: string[]): Promise<void> {
   }
 }
 
+/** "trainable per layer: 0: 1,234 (2 experts) · 1: …" for an adapter run; null in full fine-tuning. */
+function perLayerLine(info: StartInfo): string | null {
+  const adapter = info.adapter;
+  if (!adapter || info.trainablePerLayer.length === 0) return null;
+  const experts = (layer: number): string => {
+    if ('numExperts' in adapter) return ` (${adapter.numExperts[layer]} experts)`;
+    return adapter.method === 'flylora' ? ` (${adapter.rank} rank-1 experts, top ${adapter.topK})` : '';
+  };
+  const cells = info.trainablePerLayer.map((n, layer) => `${layer}: ${n.toLocaleString('en-US')}${experts(layer)}`);
+  return `trainable parameters per layer · ${cells.join(' · ')}`;
+}
+
 async function commandExport(args: string[]): Promise<void> {
   const v = options(args, {
     run: { type: 'string' },
     out: { type: 'string' },
     dtype: { type: 'string', default: 'F32' },
+    fallback: { type: 'string' },
+    data: { type: 'string' },
+    rank: { type: 'string' },
   });
   const dtype = v.dtype;
   if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16')
     throw new UsageError(`--dtype must be F32, BF16 or F16, got '${String(dtype)}'`);
+  const fallback = v.fallback;
+  if (fallback !== undefined && fallback !== 'split' && fallback !== 'collapse')
+    throw new UsageError(`--fallback must be split or collapse, got '${String(fallback)}'`);
+  if (fallback !== 'collapse' && (v.data !== undefined || v.rank !== undefined))
+    throw new UsageError('--data and --rank go with --fallback collapse');
+  const run = required(v, 'run');
   const out = required(v, 'out');
-  exportRun(required(v, 'run'), out, dtype);
-  console.log(`exported ${required(v, 'run')} to ${out}`);
+  if (fallback === 'collapse') {
+    const result = await exportCollapsedRun(run, out, {
+      dtype,
+      engine: engineOf(v),
+      threads: integer(v.threads, 'threads'),
+      ...(v.data !== undefined ? { data: v.data as string } : {}),
+      ...(v.rank !== undefined ? { rank: integer(v.rank, 'rank', 1) } : {}),
+    });
+    const change = result.collapsedLoss - result.mixtureLoss;
+    console.log(
+      `collapsed ${run} to a rank-${result.rank} LoRA in ${out}: eval loss ${result.mixtureLoss.toFixed(4)} (mixture) → ` +
+        `${result.collapsedLoss.toFixed(4)} (collapsed), ${change >= 0 ? '+' : ''}${change.toFixed(4)} over ${result.tokens} tokens`,
+    );
+    return;
+  }
+  exportRun(run, out, dtype, fallback === 'split' ? { fallback } : {});
+  console.log(`exported ${run} to ${out}${fallback === 'split' ? ' (one PEFT LoRA per expert; routing is lost)' : ''}`);
 }
 
 async function commandInitModel(args: string[]): Promise<void> {
@@ -240,10 +282,19 @@ async function commandInitModel(args: string[]): Promise<void> {
 }
 
 async function commandInfo(args: string[]): Promise<void> {
-  const v = options(args, { model: { type: 'string' } });
+  const v = options(args, { model: { type: 'string' }, adapter: { type: 'string' } });
   const model = await loadFromArgs(v);
   try {
-    const info = { config: model.config, parameters: model.parameterCount('base'), engine: model.backend.engineName };
+    const adapter =
+      typeof v.adapter === 'string'
+        ? describeAdapterExport(readAdapterExport(v.adapter, { model: model.config }))
+        : undefined;
+    const info = {
+      config: model.config,
+      parameters: model.parameterCount('base'),
+      engine: model.backend.engineName,
+      ...(adapter ? { adapter } : {}),
+    };
     console.log(
       JSON.stringify(model.backend.engineName === 'native' ? { ...info, native: nativeInfo() } : info, null, 2),
     );

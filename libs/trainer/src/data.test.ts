@@ -24,7 +24,7 @@ describe('training data', () => {
       [1, 2, 3, 4],
     ]);
     expect(data.sequences.map((s) => s.line)).toEqual([1, 3]);
-    expect(data.stats).toEqual({ rows: 2, tokens: 8, truncated: 1, maxLength: 4, meanLength: 4 });
+    expect(data.stats).toEqual({ rows: 2, tokens: 8, truncated: 1, maxLength: 4, meanLength: 4, withTaskType: 0 });
     expect(data.hash).toBe(createHash('sha256').update(content).digest('hex'));
   });
 
@@ -44,5 +44,17 @@ describe('training data', () => {
       { line: 3, field: 'ids', message: 'fewer than 2 tokens: nothing to predict' },
       { line: 4, field: 'text', message: 'text rows need a tokenizer.json in the model directory' },
     ]);
+  });
+
+  it('keeps an optional task_type of 0 or 1 and names any other value', () => {
+    const file = join(dir, 'tasks.jsonl');
+    writeFileSync(file, '{"ids": [1, 2], "task_type": 1}\n{"ids": [3, 4]}\n{"ids": [5, 6], "task_type": 0}\n');
+    const data = loadTrainingData(file, { tokenizer: null, vocabSize: 10, maxSeqLen: 8, addEos: false });
+    expect(data.sequences.map((s) => s.taskType)).toEqual([1, undefined, 0]);
+    expect(data.stats.withTaskType).toBe(2);
+    writeFileSync(file, '{"ids": [1, 2], "task_type": 2}\n{"ids": [3, 4], "task_type": "knowledge"}\n');
+    expect(() => loadTrainingData(file, { tokenizer: null, vocabSize: 10, maxSeqLen: 8, addEos: false })).toThrow(
+      /line 1, task_type: must be 0 or 1, got 2\n {2}line 2, task_type: must be 0 or 1, got "knowledge"/,
+    );
   });
 });

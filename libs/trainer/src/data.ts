@@ -1,5 +1,6 @@
 /**
- * Training data for the CLI: JSONL with one {"text": "..."} or {"ids": [...]} object per line.
+ * Training data for the CLI: JSONL with one {"text": "..."} or {"ids": [...]} object per line, each
+ * optionally with "task_type": 0 or 1 (LoRAMoE's localized balancing constraint).
  * Every bad row is reported with its line number and field; nothing is silently dropped.
  * (Chat, alpaca and prompt/completion formats come with the full data pipeline.)
  */
@@ -30,6 +31,8 @@ export interface TrainingSequence {
   ids: Int32Array;
   /** 1-based line of the row in the file. */
   line: number;
+  /** The row's `task_type` (0 or 1), when it has one. */
+  taskType?: 0 | 1;
 }
 
 export interface DataStats {
@@ -38,6 +41,8 @@ export interface DataStats {
   truncated: number;
   maxLength: number;
   meanLength: number;
+  /** Rows that carry a `task_type`. */
+  withTaskType: number;
 }
 
 export interface TrainingData {
@@ -75,6 +80,11 @@ export function loadTrainingData(file: string, options: DataOptions): TrainingDa
       problems.push({ line, field: '(row)', message: 'must be a JSON object' });
       return;
     }
+    const taskType = (row as Record<string, unknown>).task_type;
+    if (taskType !== undefined && taskType !== 0 && taskType !== 1) {
+      problems.push({ line, field: 'task_type', message: `must be 0 or 1, got ${JSON.stringify(taskType)}` });
+      return;
+    }
     const ids = rowIds(row as Record<string, unknown>, line, options, problems);
     if (!ids) return;
     if (ids.length < 2) {
@@ -86,7 +96,9 @@ export function loadTrainingData(file: string, options: DataOptions): TrainingDa
       return;
     }
     if (ids.length > options.maxSeqLen) truncated += 1;
-    sequences.push({ ids: Int32Array.from(ids.slice(0, options.maxSeqLen)), line });
+    const sequence: TrainingSequence = { ids: Int32Array.from(ids.slice(0, options.maxSeqLen)), line };
+    if (taskType !== undefined) sequence.taskType = taskType;
+    sequences.push(sequence);
   });
   if (problems.length > 0) throw new DatasetError(file, problems);
   if (sequences.length === 0) throw new DatasetError(file, [{ line: 0, field: '(file)', message: 'no rows' }]);
@@ -100,6 +112,7 @@ export function loadTrainingData(file: string, options: DataOptions): TrainingDa
       truncated,
       maxLength: Math.max(...sequences.map((s) => s.ids.length)),
       meanLength: tokens / sequences.length,
+      withTaskType: sequences.filter((s) => s.taskType !== undefined).length,
     },
   };
 }

@@ -1,7 +1,18 @@
-export { runTraining, type TrainCallbacks, type TrainResult, type StepReport } from './train.js';
+export { runTraining, type TrainCallbacks, type TrainResult, type StepReport, type StartInfo } from './train.js';
 export { loadTrainingData, DatasetError, type TrainingData, type TrainingSequence, type DataStats } from './data.js';
 export { epochOrder, makeBatch, microBatches } from './batches.js';
-export { loadModelWithAdapter, type LoadOptions } from './load.js';
-export { exportRun, readRunRecord, saveRunState, type RunRecord } from './run-state.js';
+export { loadModelWithAdapter, attachExport, describeAdapterExport, type LoadOptions } from './load.js';
+export {
+  exportRun,
+  readRunRecord,
+  readRunTensors,
+  runAdapter,
+  runExportSpec,
+  saveRunState,
+  type RunRecord,
+  type ExportFallback,
+} from './run-state.js';
+export { adapterConfigFor, adapterConfigFromSpec, exportSpecOf, isMixture } from './adapter-config.js';
+export { exportCollapsedRun, crossEntropySum, type CollapseOptions, type CollapseResult } from './collapse.js';
 export { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
 export { main } from './cli.js';

@@ -1,16 +1,29 @@
 /**
- * The training loop behind `expertune train`: load the base model and the data, attach LoRA or
- * switch to full fine-tuning, run optimizer steps with gradient accumulation, report metrics to a
- * callback, stop cleanly on an AbortSignal, save the run and write its export.
+ * The training loop behind `expertune train`: load the base model and the data, attach the
+ * configured adapter (LoRA or a mixture) or switch to full fine-tuning, run optimizer steps with
+ * gradient accumulation, report metrics (and the routers' auxiliary losses and routing
+ * statistics) to files and a callback, stop cleanly on an AbortSignal, save the run and write its
+ * export.
  */
 import { randomUUID } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import type { TrainConfig } from '@expertune/contracts';
-import { Engine, Optimizer, type TrainStepResult } from '@expertune/engine';
+import {
+  Engine,
+  Optimizer,
+  hasRouter,
+  hasRouting,
+  trainableParametersPerLayer,
+  validateAdapterConfig,
+  type AdapterConfig,
+  type SiteRoutingStats,
+  type TrainStepResult,
+} from '@expertune/engine';
 import { loadTokenizer } from '@expertune/formats';
 
+import { adapterConfigFor } from './adapter-config.js';
 import { microBatches } from './batches.js';
 import { loadTrainingData, type DataStats } from './data.js';
 import { exportRun, saveRunState } from './run-state.js';
@@ -21,8 +34,21 @@ export interface StepReport extends TrainStepResult {
   elapsedSeconds: number;
 }
 
+export interface StartInfo {
+  totalSteps: number;
+  data: DataStats;
+  trainableParameters: number;
+  /** The attached adapter (null in full fine-tuning). */
+  adapter: AdapterConfig | null;
+  /** Trainable adapter parameters of each decoder layer (empty in full fine-tuning). */
+  trainablePerLayer: number[];
+  engine: string;
+  /** Things the user should know before the run goes on (e.g. task types that nothing uses). */
+  notes: string[];
+}
+
 export interface TrainCallbacks {
-  onStart?(info: { totalSteps: number; data: DataStats; trainableParameters: number; engine: string }): void;
+  onStart?(info: StartInfo): void;
   onStep?(report: StepReport): void;
   signal?: AbortSignal;
 }
@@ -50,17 +76,27 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
       maxSeqLen: config.data.max_seq_len,
       addEos: config.data.add_eos,
     });
-    if (config.method === 'lora') {
-      model.attachLora({
-        rank: config.lora.rank,
-        alpha: config.lora.alpha,
-        dropout: config.lora.dropout,
-        useRslora: config.lora.use_rslora,
-        targetModules: config.lora.target_modules,
-        seed: config.seed,
-      });
+    const adapterConfig = adapterConfigFor(config, model.config.numLayers);
+    if (adapterConfig) {
+      try {
+        validateAdapterConfig(adapterConfig, model.config);
+      } catch (error) {
+        throw new Error(`${config.method}: ${(error as Error).message}`, { cause: error });
+      }
+      model.attachAdapter(adapterConfig);
     } else {
       model.setTrainMode('full');
+    }
+    const notes: string[] = [];
+    if (data.stats.withTaskType > 0) {
+      if (adapterConfig?.method !== 'loramoe')
+        notes.push(`${data.stats.withTaskType} row(s) carry a task_type, which only method loramoe uses`);
+      else if (adapterConfig.blcWeight === 0)
+        notes.push('rows carry task types but loramoe.blc_weight is 0: the localized balancing constraint is off');
+      else if (data.stats.withTaskType < data.stats.rows)
+        notes.push(
+          `${data.stats.rows - data.stats.withTaskType} row(s) have no task_type: batches with any of them skip the constraint`,
+        );
     }
     const { micro_batch_size: batchSize, grad_accumulation: accumulation } = config.training;
     const stepsPerEpoch = Math.ceil(data.sequences.length / (batchSize * accumulation));
@@ -85,13 +121,20 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
       totalSteps,
       data: data.stats,
       trainableParameters: model.parameterCount('trainable'),
+      adapter: adapterConfig,
+      trainablePerLayer: adapterConfig ? trainableParametersPerLayer(model.config, adapterConfig) : [],
       engine: model.backend.engineName,
+      notes,
     });
 
     // metrics.jsonl: one line per optimizer step, full precision, written as the run goes.
     mkdirSync(outputDir, { recursive: true });
     const metricsPath = join(outputDir, 'metrics.jsonl');
     writeFileSync(metricsPath, '');
+    // routing.jsonl: mixtures only, one line per step with every site's routing statistics.
+    const routingPath = adapterConfig && hasRouting(adapterConfig) ? join(outputDir, 'routing.jsonl') : null;
+    if (routingPath) writeFileSync(routingPath, '');
+    const routed = adapterConfig !== null && hasRouter(adapterConfig);
 
     const padId = tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
     const batches = microBatches(data.sequences, batchSize, config.seed, padId);
@@ -119,9 +162,23 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
           lr: last.lr,
           grad_norm: last.gradNorm,
           tokens: last.tokens,
+          ...(routed
+            ? {
+                aux_balance: last.aux.balance,
+                aux_z_loss: last.aux.zLoss,
+                aux_entropy: last.aux.entropy,
+                aux_lbc: last.aux.lbc,
+                aux_total: last.aux.total,
+              }
+            : {}),
           elapsed_s: elapsedSeconds,
         }) + '\n',
       );
+      if (routingPath)
+        appendFileSync(
+          routingPath,
+          JSON.stringify({ step: last.step, sites: model.routingStats().map(routingRow) }) + '\n',
+        );
       if (!Number.isFinite(last.loss))
         throw new Error(`the loss became ${last.loss} at step ${step + 1}: lower the learning rate`);
       if ((step + 1) % config.training.log_every === 0 || step + 1 === totalSteps)
@@ -129,9 +186,10 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
     }
 
     const runId = randomUUID();
+    // Every adapter tensor, frozen ones included (FlyLoRA's A and bias), or every trained weight.
     const shapes = new Map<string, { shape: number[]; data: Float32Array }>();
-    for (const [name, values] of model.trainableTensors())
-      shapes.set(name, { shape: model.backend.tensorShape(name), data: values });
+    const values = model.adapter ? model.adapter.weights() : model.trainableTensors();
+    for (const [name, data] of values) shapes.set(name, { shape: model.backend.tensorShape(name), data });
     saveRunState(
       outputDir,
       {
@@ -139,6 +197,8 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         base_model: modelDir,
         method: config.method,
         config,
+        adapter: adapterConfig,
+        num_layers: model.config.numLayers,
         dataset_hash: data.hash,
         steps_completed: losses.length,
         total_steps: totalSteps,
@@ -153,4 +213,18 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
   } finally {
     model.dispose();
   }
+}
+
+/** A site's routing statistics as a routing.jsonl entry (snake_case, like metrics.jsonl). */
+function routingRow(site: SiteRoutingStats) {
+  return {
+    layer: site.layer,
+    projection: site.projection,
+    experts: site.experts,
+    tokens: site.tokens,
+    load: site.load,
+    mean_gate: site.meanGate,
+    entropy: site.entropy,
+    broadcast: site.broadcast,
+  };
 }

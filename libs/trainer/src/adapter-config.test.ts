@@ -1,0 +1,128 @@
+import { ConfigError, parseTrainConfig } from '@expertune/contracts';
+import { describe, expect, it } from 'vitest';
+
+import { adapterConfigFor, adapterConfigFromSpec, exportSpecOf } from './adapter-config.js';
+
+const base = { model: 'm', data: { train: 'd.jsonl' }, output_dir: 'out', seed: 7 };
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('training config → engine adapter', () => {
+  it('plain LoRA and full fine-tuning', () => {
+    expect(adapterConfigFor(parseTrainConfig({ ...base, lora: { rank: 4 } }), 2)).toEqual({
+      method: 'lora',
+      rank: 4,
+      alpha: 32,
+      useRslora: false,
+      dropout: 0,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      seed: 7,
+    });
+    expect(adapterConfigFor(parseTrainConfig({ ...base, method: 'full' }), 2)).toBeNull();
+  });
+
+  it('MoLA: resolves the preset to the model depth and top_k per layer', () => {
+    const config = parseTrainConfig({ ...base, method: 'mola' });
+    expect(adapterConfigFor(config, 8)).toEqual({
+      method: 'mola',
+      rank: 8,
+      alpha: 16,
+      useRslora: false,
+      dropout: 0.05,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      seed: 7,
+      numExperts: [2, 2, 4, 4, 6, 6, 8, 8],
+      topK: [2, 2, 2, 2, 2, 2, 2, 2],
+      balance: { coef: 1e-3, form: 'layer', scope: 'micro' },
+      zLossCoef: 0,
+    });
+  });
+
+  it('MoLA: names the key of every per-layer problem', () => {
+    const mola = (section: object) => parseTrainConfig({ ...base, method: 'mola', mola: section });
+    expect(errorOf(() => adapterConfigFor(mola({ num_experts: [2, 4, 6] }), 2)).issues).toEqual([
+      { path: 'mola.num_experts', message: 'has 3 entries but the model has 2 layers: give one per layer' },
+    ]);
+    expect(errorOf(() => adapterConfigFor(mola({ top_k: [1] }), 2)).issues[0]!.path).toBe('mola.top_k');
+    expect(errorOf(() => adapterConfigFor(mola({ num_experts: [1, 4] }), 2)).message).toMatch(
+      /mola\.top_k: layer 0 keeps 2 experts but has only 1 \(experts per layer: 1, 4\)/,
+    );
+    expect(errorOf(() => adapterConfigFor(mola({ balance: { form: 'pooled' } }), 4)).issues[0]!.path).toBe(
+      'mola.balance.form',
+    );
+    // Pooled is fine when every layer has the same experts.
+    expect(adapterConfigFor(mola({ num_experts: 4, balance: { form: 'pooled' } }), 4)).toMatchObject({
+      numExperts: [4, 4, 4, 4],
+      balance: { form: 'pooled' },
+    });
+  });
+
+  it('LoRAMoE, DynMoLE and FlyLoRA map their sections', () => {
+    expect(
+      adapterConfigFor(parseTrainConfig({ ...base, method: 'loramoe', loramoe: { blc_weight: 0.2 } }), 3),
+    ).toMatchObject({
+      method: 'loramoe',
+      rank: 24,
+      numExperts: [6, 6, 6],
+      blcAlpha: 0,
+      blcWeight: 0.2,
+      targetModules: ['gate_proj', 'up_proj', 'down_proj'],
+    });
+    expect(adapterConfigFor(parseTrainConfig({ ...base, method: 'dynmole' }), 2)).toMatchObject({
+      method: 'dynmole',
+      numExperts: [6, 6],
+      topP: 0.75,
+      keepTopK: 2,
+      entropyIndex: 1.1,
+      entropyThreshold: 0.9,
+      entropyEps: 1e-5,
+      entropyCoef: 0.01,
+      balance: { coef: 1e-3, form: 'pooled', scope: 'micro' },
+    });
+    expect(adapterConfigFor(parseTrainConfig({ ...base, method: 'flylora' }), 2)).toEqual({
+      method: 'flylora',
+      rank: 32,
+      alpha: 64,
+      useRslora: false,
+      dropout: 0,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      seed: 7,
+      topK: 8,
+      select: 'signed',
+      biasRate: 1e-3,
+    });
+  });
+
+  it('round-trips through the export spec with training-only settings neutral', () => {
+    const adapter = adapterConfigFor(parseTrainConfig({ ...base, method: 'dynmole' }), 2)!;
+    const spec = exportSpecOf(adapter, 2);
+    expect(spec).not.toHaveProperty('seed');
+    expect(adapterConfigFromSpec(spec)).toEqual({
+      ...adapter,
+      seed: 0,
+      dropout: 0,
+      entropyCoef: 0,
+      balance: { coef: 0, form: 'layer', scope: 'micro' },
+    });
+    const fly = adapterConfigFor(parseTrainConfig({ ...base, method: 'flylora' }), 2)!;
+    expect(exportSpecOf(fly, 2)).toEqual({
+      method: 'flylora',
+      rank: 32,
+      alpha: 64,
+      useRslora: false,
+      targetModules: fly.targetModules,
+      numLayers: 2,
+      topK: 8,
+      select: 'signed',
+    });
+    expect(adapterConfigFromSpec(exportSpecOf(fly, 2))).toEqual({ ...fly, seed: 0, biasRate: 0 });
+  });
+});
