@@ -214,13 +214,18 @@ function siteFactors(
   return { b, at };
 }
 
-/** ΔW = b · atᵀ as (left, σ, right) with ΔW = left · diag(σ) · rightᵀ, via QR of each factor and an SVD of the core. */
-export function lowRankSvd(b: Matrix, at: Matrix): { left: Matrix; s: Float64Array; right: Matrix } {
+/**
+ * ΔW = b · atᵀ as (left, σ, right) with ΔW = left · diag(σ) · rightᵀ, via QR of each factor and an
+ * SVD of the core; `keep` limits the singular vectors formed (all singular values are returned).
+ */
+export function lowRankSvd(b: Matrix, at: Matrix, keep = Infinity): { left: Matrix; s: Float64Array; right: Matrix } {
   const qb = householderQR(b);
   const qa = householderQR(at);
   const core = multiply(qb.r, transpose(qa.r));
   const svd = jacobiSvd(core);
-  return { left: multiply(qb.q, svd.u), s: svd.s, right: multiply(qa.q, svd.v) };
+  const k = Math.min(keep, svd.s.length);
+  const firstColumns = (m: Matrix): Matrix => ({ rows: m.rows, cols: k, data: m.data.subarray(0, m.rows * k) });
+  return { left: multiply(qb.q, firstColumns(svd.u)), s: svd.s, right: multiply(qa.q, firstColumns(svd.v)) };
 }
 
 /**
@@ -252,7 +257,7 @@ export function collapseMixture(
           `mean gates of ${path}: expected ${expected} value(s), got ${gates ? gates.length : 'none'}`,
         );
       const { b, at } = siteFactors(spec, tensors, path, gates, scale);
-      const { left, s, right } = lowRankSvd(b, at);
+      const { left, s, right } = lowRankSvd(b, at, rank);
       const m = b.rows;
       const n = at.rows;
       const bOut = new Float32Array(m * rank);
