@@ -454,7 +454,6 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
   }
   double real = 0.0;
   for (long t = 0; t < rows; ++t) real += masked_out(mask, t) ? 0.0 : 1.0;
-  if (real == 0.0) return result;
   const double all_rows = real * static_cast<double>(all.size());
 
   // Load balance, per pool (a layer, or everything).
@@ -464,6 +463,10 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
     step_counts_.assign(pools, {});
     step_prob_.assign(pools, {});
     step_tokens_.assign(pools, 0.0);
+  }
+  if (real == 0.0) {  // nothing to balance in this micro-batch; the step's value so far stands
+    result.balance_step = step_balance(by_probability);
+    return result;
   }
   for (long pool_index = 0; pool_index < pools; ++pool_index) {
     std::vector<Site*> members;
@@ -510,14 +513,9 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
     };
     const std::vector<double> f = c.balance_global ? fractions(step_count, step_tokens_[pool_index])
                                                    : fractions(count, tokens);
-    const std::vector<double> f_step = fractions(step_count, step_tokens_[pool_index]);
-    double loss = 0.0, loss_step = 0.0;
-    for (long e = 0; e < N; ++e) {
-      loss += N * f[e] * prob[e] / tokens;
-      loss_step += N * f_step[e] * step_prob[e] / step_tokens_[pool_index];
-    }
+    double loss = 0.0;
+    for (long e = 0; e < N; ++e) loss += N * f[e] * prob[e] / tokens;
     result.balance += loss;
-    result.balance_step += loss_step;
     if (c.balance_coef <= 0.0f) continue;
     const double scale = c.balance_coef * aux_scale * N / tokens;
     const bool through_gates = by_probability && !c.balance_global;  // f differentiable (DynMoLE, micro)
@@ -533,6 +531,7 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
       }
   }
   result.total += c.balance_coef * result.balance;
+  result.balance_step = step_balance(by_probability);
 
   // Router z-loss and DynMoLE's entropy loss, means over every site's real rows.
   for (Site* site : all) {
@@ -563,6 +562,21 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
     result.total += c.blc_weight * result.lbc;
   }
   return result;
+}
+
+double Adapter::step_balance(bool by_probability) const {
+  double total = 0.0;
+  for (size_t pool_index = 0; pool_index < step_counts_.size(); ++pool_index) {
+    const std::vector<double>& counts = step_counts_[pool_index];
+    const double tokens = step_tokens_[pool_index];
+    double assigned = 0.0;
+    for (double v : counts) assigned += v;
+    const double denominator = by_probability ? tokens : assigned;
+    if (tokens <= 0.0 || denominator <= 0.0) continue;
+    const long N = static_cast<long>(counts.size());
+    for (long e = 0; e < N; ++e) total += N * (counts[e] / denominator) * step_prob_[pool_index][e] / tokens;
+  }
+  return total;
 }
 
 void Adapter::end_micro_batch() {

@@ -219,8 +219,7 @@ export class Optimizer {
       total.lossSum += stats.lossSum;
       total.tokens += stats.tokens;
       total.correct += stats.correct;
-      for (const key of ['balance', 'zLoss', 'entropy', 'lbc', 'total'] as const)
-        aux[key] += auxScale * stats.aux[key];
+      for (const key of ['balance', 'zLoss', 'entropy', 'lbc', 'total'] as const) aux[key] += auxScale * stats.aux[key];
       // The step's global balance loss is the one from the whole step's counts (docs/methods.md).
       if (globalBalance) aux.balance = stats.balanceStep;
     }

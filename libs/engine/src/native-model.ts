@@ -112,7 +112,7 @@ export function nativeAdapterConfig(config: AdapterConfig): NativeAdapterConfig 
 /** Decodes et_routing_stats' flat layout (include/expertune.h). */
 export function decodeRoutingStats(flat: Float64Array): SiteRoutingStats[] {
   const sites: SiteRoutingStats[] = [];
-  for (let at = 0; at < flat.length; ) {
+  for (let at = 0; at < flat.length;) {
     const [layer, projection, experts, tokens, entropySum, broadcast] = flat.subarray(at, at + 6);
     const E = experts!;
     const load = Array.from(flat.subarray(at + 6, at + 6 + E));
