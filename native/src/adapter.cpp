@@ -311,6 +311,22 @@ void Adapter::route(Site& site, const float* hz, long ldhz, const AdapterPass& p
   }
 }
 
+const float* Adapter::gated(const Site& site, const float* h, long ldh, long rows) {
+  const long width = site.width, r = site.rank, E = site.experts;
+  const float s = s_.scaling;
+  gated_.reserve(rows * width);
+  float* m = gated_.data();
+  const float* gate = site.gate.data();
+  pool().parallel_for(rows, kRowGrain, [&](long r0, long r1, int) {
+    for (long t = r0; t < r1; ++t)
+      for (long e = 0; e < E; ++e) {
+        const float ge = s * gate[t * E + e];
+        for (long j = 0; j < r; ++j) m[t * width + e * r + j] = ge * h[t * ldh + e * r + j];
+      }
+  });
+  return m;
+}
+
 void Adapter::forward_group(Group& g, const float* x, long ldx, float* y, long ldy,
                             const std::array<long, ET_NUM_PROJ>& y_col, float* hz, const AdapterPass& pass) {
   if (g.sites.empty()) return;
@@ -330,22 +346,13 @@ void Adapter::forward_group(Group& g, const float* x, long ldx, float* y, long l
   for (Site* site : g.sites) {
     float* ys = y + y_col[site->projection];
     const float* h = hz + site->h_col;
-    const long width = site->width, r = site->rank, E = site->experts;
+    const long width = site->width;
     if (s_.c.method == ET_METHOD_LORA) {
       gemm(false, true, rows, site->out, width, s, h, W, site->B.value.data(), width, 1.0f, ys, ldy);
       continue;
     }
     route(*site, hz, W, pass);
-    gated_.reserve(rows * width);
-    float* m = gated_.data();
-    const float* gate = site->gate.data();
-    pool().parallel_for(rows, kRowGrain, [&](long r0, long r1, int) {
-      for (long t = r0; t < r1; ++t)
-        for (long e = 0; e < E; ++e) {
-          const float ge = s * gate[t * E + e];
-          for (long j = 0; j < r; ++j) m[t * width + e * r + j] = ge * h[t * W + e * r + j];
-        }
-    });
+    const float* m = gated(*site, h, W, rows);
     gemm(false, true, rows, site->out, width, 1.0f, m, width, site->B.value.data(), width, 1.0f, ys, ldy);
   }
 }
@@ -369,17 +376,8 @@ void Adapter::backward_group(Group& g, const float* x, long ldx, const float* hz
       gemm(false, false, rows, width, out, s, dys, lddy, site->B.value.data(), width, 0.0f, u, W);  // dH = s·dY B
       continue;
     }
-    // M = s·H⊙Ĝ again (cheaper to recompute than to keep per layer).
-    gated_.reserve(rows * width);
-    float* m = gated_.data();
+    const float* m = gated(*site, h, W, rows);  // recomputed: cheaper than keeping it per layer
     const float* gate = site->gate.data();
-    pool().parallel_for(rows, kRowGrain, [&](long r0, long r1, int) {
-      for (long t = r0; t < r1; ++t)
-        for (long e = 0; e < E; ++e) {
-          const float ge = s * gate[t * E + e];
-          for (long j = 0; j < r; ++j) m[t * width + e * r + j] = ge * h[t * W + e * r + j];
-        }
-    });
     gemm(true, false, out, width, rows, 1.0f, dys, lddy, m, width, 1.0f, site->B.grad.data(), width);  // dB += dYᵀM
     gemm(false, false, rows, width, out, 1.0f, dys, lddy, site->B.value.data(), width, 0.0f, u, W);  // U = dY B
     const bool router = has_router();

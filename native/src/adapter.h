@@ -118,7 +118,9 @@ class Adapter {
   void route(Site& site, const float* hz, long ldhz, const AdapterPass& pass);
   // N Σ f̄ P̄ over the pools from the step's buffers (docs/methods.md, global scope).
   double step_balance(bool by_probability) const;
-  const float* a_operand(Group& g);  // the stacked A rows (FlyLoRA: expanded from sparse)
+  const float* a_operand(Group& g);
+  // M = s·H⊙Ĝ of one site, [rows, E·r], in scratch.
+  const float* gated(const Site& site, const float* h, long ldh, long rows);  // the stacked A rows (FlyLoRA: expanded from sparse)
   const float* dropped_input(const Group& g, const float* x, long ldx, long rows, uint32_t seed, long* ld_out);
   void add_dropped(const Group& g, const float* gx, long rows, float* dx, long lddx, uint32_t seed);
 
