@@ -11,7 +11,7 @@ export {
 } from './engine.js';
 export { learningRate, type LearningRateSchedule, type ScheduleKind } from './schedule.js';
 export { generate, argmax, sampleTopP, type GenerateOptions } from './generate.js';
-export { NativeModelBackend, nativeInfo, setNativeThreads, loraTargetMask } from './native-model.js';
+export { NativeModelBackend, nativeInfo, blasHint, setNativeThreads, loraTargetMask } from './native-model.js';
 export { createTfjsModel, TfjsModel } from './tfjs/index.js';
 export {
   mix32,

@@ -142,6 +142,22 @@ export function nativeInfo(): { kernels: string; blas: string; threads: number; 
   };
 }
 
+/** OpenBLAS core types whose sgemm kernels stop at AVX2. */
+const AVX2_BLAS_CORES = /core=(Haswell|Zen|Sandybridge|Nehalem|Prescott|Core2|Penryn|Dunnington|Atom)\b/;
+
+/**
+ * A one-line hint when OpenBLAS runs AVX2 kernels on a CPU that has AVX-512 because
+ * `OPENBLAS_CORETYPE` forces it (matrix products run about half as fast; bench/RESULTS.md), else null.
+ */
+export function blasHint(info = nativeInfo(), env: NodeJS.ProcessEnv = process.env): string | null {
+  const forced = env.OPENBLAS_CORETYPE;
+  if (info.kernels !== 'avx512' || !forced || !AVX2_BLAS_CORES.test(info.blas)) return null;
+  return (
+    `OPENBLAS_CORETYPE=${forced} makes OpenBLAS use AVX2 kernels on this AVX-512 CPU; ` +
+    'unset it for about twice as fast matrix products'
+  );
+}
+
 export class NativeModelBackend implements ModelBackend {
   readonly engineName = 'native';
   private readonly core: InstanceType<typeof native.NativeModel>;

@@ -1,4 +1,5 @@
 import { ConfigError, parseTrainConfig } from '@expertune/contracts';
+import { ADAPTER_METHODS, defaultAdapterConfig } from '@expertune/engine';
 import { describe, expect, it } from 'vitest';
 
 import { adapterConfigFor, adapterConfigFromSpec, exportSpecOf } from './adapter-config.js';
@@ -16,6 +17,13 @@ function errorOf(fn: () => unknown): ConfigError {
 }
 
 describe('training config → engine adapter', () => {
+  it.each(ADAPTER_METHODS)('%s: the config defaults are the engine defaults (one table cannot drift)', (method) => {
+    for (const layers of [1, 4, 6]) {
+      const fromConfig = adapterConfigFor(parseTrainConfig({ ...base, method }), layers);
+      expect(fromConfig).toEqual(defaultAdapterConfig(method, layers, { seed: 7 }));
+    }
+  });
+
   it('plain LoRA and full fine-tuning', () => {
     expect(adapterConfigFor(parseTrainConfig({ ...base, lora: { rank: 4 } }), 2)).toEqual({
       method: 'lora',

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { parseTrainConfig } from '@expertune/contracts';
-import { generate, nativeInfo } from '@expertune/engine';
+import { blasHint, generate, nativeInfo } from '@expertune/engine';
 import { loadTokenizer, readAdapterExport, writeSafetensors } from '@expertune/formats';
 import { parse as parseYaml } from 'yaml';
 
@@ -296,7 +296,11 @@ async function commandInfo(args: string[]): Promise<void> {
       ...(adapter ? { adapter } : {}),
     };
     console.log(
-      JSON.stringify(model.backend.engineName === 'native' ? { ...info, native: nativeInfo() } : info, null, 2),
+      JSON.stringify(
+        model.backend.engineName === 'native' ? { ...info, native: { ...nativeInfo(), hint: blasHint() } } : info,
+        null,
+        2,
+      ),
     );
   } finally {
     model.dispose();

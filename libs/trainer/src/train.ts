@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 
 import type { TrainConfig } from '@expertune/contracts';
 import {
+  blasHint,
   Engine,
   Optimizer,
   hasRouter,
@@ -88,6 +89,8 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
       model.setTrainMode('full');
     }
     const notes: string[] = [];
+    const hint = config.engine === 'native' ? blasHint() : null;
+    if (hint) notes.push(hint);
     if (data.stats.withTaskType > 0) {
       if (adapterConfig?.method !== 'loramoe')
         notes.push(`${data.stats.withTaskType} row(s) carry a task_type, which only method loramoe uses`);

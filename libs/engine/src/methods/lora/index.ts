@@ -6,16 +6,17 @@ import type { LoraAdapterConfig } from '../../types.js';
 import { PROJECTIONS } from '../../types.js';
 
 /**
- * Defaults: the MoE-PEFT/DynMoLE LoRA template (../shared/docs/methods.md §2), the baseline whose
- * parameter budget the mixtures match: r = 80, α = 160, dropout 0.05, all seven projections.
+ * Defaults: those of the training config's `lora` section (libs/contracts): r = 16, α = 32, no
+ * dropout, all seven projections. (The MoE-PEFT template's budget-matched baseline, r = 80,
+ * α = 160, dropout 0.05, is a choice for comparisons, not a default.)
  */
 export function loraDefaults(): LoraAdapterConfig {
   return {
     method: 'lora',
-    rank: 80,
-    alpha: 160,
+    rank: 16,
+    alpha: 32,
     useRslora: false,
-    dropout: 0.05,
+    dropout: 0,
     targetModules: [...PROJECTIONS],
     seed: 0,
   };
