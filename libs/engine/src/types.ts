@@ -1,7 +1,7 @@
-import type { LlamaConfig } from '@expertune/formats';
+import { ADAPTER_PROJECTIONS, type LlamaConfig } from '@expertune/formats';
 
 /** The 7 projections an adapter can target, in projection-index order (see docs/engine.md). */
-export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export const PROJECTIONS = ADAPTER_PROJECTIONS;
 export type Projection = (typeof PROJECTIONS)[number];
 
 /** What every adapter method shares (docs/engine.md "LoRA", docs/methods.md). */

@@ -1,6 +1,6 @@
 /** Shared set-up of the tfjs engine tests: tiny random models loaded into a TfjsModel. */
 import type { LlamaConfig } from '@expertune/formats';
-import type { AdapterConfig, LoraConfig } from '../types.js';
+import { PROJECTIONS, type AdapterConfig, type LoraConfig } from '../types.js';
 import { hash3, uniform } from '../rng.js';
 import { adapterTensorShapes } from '../methods/index.js';
 import { hashName, randomAdapterWeights, randomWeights, type RandomWeightsOptions } from '../testing/random-model.js';
@@ -37,15 +37,7 @@ export function maxAbs(values: ArrayLike<number>): number {
 
 export { maxAbsDifference, relativeL2 } from '../testing/compare.js';
 
-export const ALL_PROJECTIONS: LoraConfig['targetModules'] = [
-  'q_proj',
-  'k_proj',
-  'v_proj',
-  'o_proj',
-  'gate_proj',
-  'up_proj',
-  'down_proj',
-];
+export const ALL_PROJECTIONS: LoraConfig['targetModules'] = [...PROJECTIONS];
 
 export interface MethodFixtureOptions {
   /** Seed of the base weights (default 1). */
