@@ -11,107 +11,27 @@
 //                                 [--tfjs-iters N] [--tfjs-micro N] [--wait-idle S] [--no-build] [--out FILE]
 //
 // Each engine runs in its own child process (this script with --worker), so no peer shares a
-// heap, a thread pool or a wasm instance with another. See bench/README.md.
-// The helpers marked `export` are shared with bench/methods-cpu/run.mjs; main() runs only when
-// this file is the script.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+// heap, a thread pool or a wasm instance with another. See bench/README.md; what this runner
+// shares with bench/methods-cpu/run.mjs is in bench/lib/common.mjs.
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import * as common from '../lib/common.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
-const PYTHON = '/usr/bin/python3';
-const TORCH_SCRIPT = join(here, 'torch_step.py');
-const BENCH_SGEMM = join(root, 'native', 'build-ctest', 'bench_sgemm');
-const ADDON = join(root, 'native', 'build', 'Release', 'expertune.node');
-const ENGINE_DIST = join(root, 'libs', 'engine', 'dist', 'index.js');
-const RANDOM_MODEL_DIST = join(root, 'libs', 'engine', 'dist', 'testing', 'random-model.js');
-const FORMATS_DIST = join(root, 'libs', 'formats', 'dist', 'index.js');
-const RESULT_TAG = '@@BENCH_RESULT ';
+const SELF = fileURLToPath(import.meta.url);
+const TORCH_SCRIPT = join(dirname(SELF), 'torch_step.py');
 const TFJS_SLOW_STEP_S = 300; // a tfjs step slower than this: report that one step only
 
-// The issue's benchmark. Intermediate size 1408 = 2.75 × 512 (TinyLlama's ratio), in every peer.
-const FULL = {
-  hidden: 512,
-  layers: 8,
-  heads: 8,
-  kvHeads: 4,
-  intermediate: 1408,
-  vocab: 8192,
-  seq: 512,
-  batch: 4,
-  rank: 16,
-  alpha: 32,
-};
-// A smoke-test size that runs in seconds.
-const SMALL = {
-  hidden: 64,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  intermediate: 176,
-  vocab: 256,
-  seq: 64,
-  batch: 2,
-  rank: 4,
-  alpha: 8,
-};
-const TRAIN = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1, seed: 0 };
+// The benchmark model (bench/lib/common.mjs) with LoRA r = 16, α = 32; the smoke-test size with r = 4, α = 8.
+const FULL = { ...common.FULL_MODEL, rank: 16, alpha: 32 };
+const SMALL = { ...common.SMALL_MODEL, rank: 4, alpha: 8 };
 // The native engine's attention works on blocks of this many queries (native/src/attention.cpp,
 // kQueryBlock): each block sees every key up to its last query, a little over the causal half.
 const NATIVE_QUERY_BLOCK = 64;
 
 // ------------------------------------------------------------------------------------ arguments
 
-function parseArgs(argv) {
-  const args = {
-    threads: 2,
-    iters: 5,
-    warmup: 2,
-    skipTorch: false,
-    skipTfjs: false,
-    small: false,
-    build: true,
-    out: null,
-    worker: null,
-    tfjsIters: 2,
-    tfjsMicro: 0,
-    waitIdle: 0,
-  };
-  const value = (i, name) => {
-    if (i + 1 >= argv.length) usage(`${name} needs a value`);
-    return argv[i + 1];
-  };
-  const positiveInt = (text, name, min = 1) => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) usage(`${name} must be an integer >= ${min}, got '${text}'`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--threads') args.threads = positiveInt(value(i++, a), a);
-    else if (a === '--iters') args.iters = positiveInt(value(i++, a), a);
-    else if (a === '--warmup') args.warmup = positiveInt(value(i++, a), a, 0);
-    else if (a === '--tfjs-iters') args.tfjsIters = positiveInt(value(i++, a), a);
-    else if (a === '--tfjs-micro') args.tfjsMicro = positiveInt(value(i++, a), a);
-    else if (a === '--wait-idle') args.waitIdle = positiveInt(value(i++, a), a, 0);
-    else if (a === '--skip-torch') args.skipTorch = true;
-    else if (a === '--skip-tfjs') args.skipTfjs = true;
-    else if (a === '--small') args.small = true;
-    else if (a === '--no-build') args.build = false;
-    else if (a === '--out') args.out = value(i++, a);
-    else if (a === '--worker') args.worker = value(i++, a);
-    else if (a === '--help' || a === '-h') usage(null);
-    else usage(`unknown argument '${a}'`);
-  }
-  return args;
-}
-
-function usage(error) {
-  const text = `usage: node bench/engine-cpu/run.mjs [options]
+const HELP = `usage: node bench/engine-cpu/run.mjs [options]
   --threads N     threads of every peer (native pool, torch + OpenBLAS, sgemm); default 2
   --iters N       timed steps of the native engine and of PyTorch (default 5; 2 warm-up steps each)
   --warmup N      warm-up steps of the native engine and PyTorch (default 2)
@@ -124,13 +44,14 @@ function usage(error) {
   --small         tiny model (smoke test, seconds)
   --no-build      do not (re)build the addon, bench_sgemm or the TypeScript dist
   --out FILE      JSON output (default bench/out/engine-cpu-<date>.json)`;
-  if (error) {
-    console.error(`run.mjs: ${error}\n${text}`);
-    process.exit(2);
-  }
-  console.log(text);
-  process.exit(0);
-}
+
+const OPTIONS = {
+  ...common.COMMON_OPTIONS,
+  'tfjs-iters': { default: 2, parse: common.positiveInt(1) },
+  'tfjs-micro': { default: 0, parse: common.positiveInt(1) },
+  'skip-torch': { default: false },
+  'skip-tfjs': { default: false },
+};
 
 // ------------------------------------------------------------------------------------ FLOPs
 
@@ -140,7 +61,7 @@ function usage(error) {
  * engine does on top (its attention backward recomputes QKᵀ, flash-style, and its 64-query blocks
  * compute a few scores above the diagonal).
  */
-export function stepFlops(m) {
+function stepFlops(m) {
   const n = m.batch * m.seq;
   const hd = m.hidden / m.heads;
   const qDim = m.heads * hd;
@@ -253,225 +174,14 @@ export function stepFlops(m) {
   };
 }
 
-// ------------------------------------------------------------------------------------ helpers
-
-export const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-};
-export const round = (x, digits = 4) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
-export const log = (...parts) => console.error('[bench]', ...parts);
-
-export function newestMtime(path, extensions) {
-  if (!existsSync(path)) return 0;
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.mtimeMs;
-  let newest = 0;
-  for (const entry of readdirSync(path)) {
-    if (entry === 'node_modules' || entry === 'dist' || entry.startsWith('build')) continue;
-    const p = join(path, entry);
-    const s = statSync(p);
-    if (s.isDirectory()) newest = Math.max(newest, newestMtime(p, extensions));
-    else if (extensions.some((e) => entry.endsWith(e))) newest = Math.max(newest, s.mtimeMs);
-  }
-  return newest;
-}
-export const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
-
-// ------------------------------------------------------------------------------------ machine load
-// The machine may be shared: other processes' CPU time during each phase is measured from
-// /proc/stat (all CPUs) minus this process and its reaped children (/proc/self/stat), so a run
-// taken under contention shows it. Linux only; null elsewhere.
-const CLK_TCK = 100;
-
-export function cpuSnapshot() {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = cpu;
-    const self = readFileSync('/proc/self/stat', 'utf8');
-    const f = self
-      .slice(self.lastIndexOf(')') + 2)
-      .split(' ')
-      .map(Number);
-    // Fields 14-17 (utime, stime, cutime, cstime) are at 11..14 after the state field.
-    const own = f[11] + f[12] + f[13] + f[14];
-    return { t: performance.now(), busy: user + nice + system + irq + softirq, steal, own };
-  } catch {
-    return null;
-  }
-}
-
-export function loadBetween(a, b) {
-  if (!a || !b) return null;
-  const wall = (b.t - a.t) / 1000;
-  const own = (b.own - a.own) / CLK_TCK;
-  const foreign = Math.max(0, (b.busy - a.busy) / CLK_TCK - own);
-  return {
-    wall_s: round(wall, 2),
-    own_cpu_s: round(own, 2),
-    foreign_cpu_s: round(foreign, 2),
-    foreign_cores: round(foreign / wall, 3),
-    steal_cores: round((b.steal - a.steal) / CLK_TCK / wall, 3),
-  };
-}
-
-export async function phase(load, name, fn) {
-  const a = cpuSnapshot();
-  try {
-    return await fn();
-  } finally {
-    load[name] = loadBetween(a, cpuSnapshot());
-    const l = load[name];
-    if (l && l.foreign_cores > 0.1)
-      log(`warning: other processes used ${l.foreign_cores} cores on average during '${name}' (${l.wall_s} s)`);
-  }
-}
-
-/** Waits (up to maxS seconds) until other processes use < 0.1 core over 3 s. */
-export async function waitIdle(maxS) {
-  if (maxS <= 0) return null;
-  const start = performance.now();
-  for (;;) {
-    const a = cpuSnapshot();
-    await new Promise((r) => setTimeout(r, 3000));
-    const l = loadBetween(a, cpuSnapshot());
-    if (!l || l.foreign_cores < 0.1) return round((performance.now() - start) / 1000, 1);
-    if ((performance.now() - start) / 1000 > maxS) {
-      log(`machine still busy after ${maxS} s (others: ${l.foreign_cores} cores); going on`);
-      return round((performance.now() - start) / 1000, 1);
-    }
-    log(`waiting for an idle machine (others use ${l.foreign_cores} cores) …`);
-  }
-}
-
-export function runVisible(cmd, args, env = process.env) {
-  log(`$ ${cmd} ${args.join(' ')}`);
-  execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env });
-}
-
-/** Builds what is missing or older than its sources; returns what was (re)built. */
-function ensureBuilds(args) {
-  const built = [];
-  const nativeSources = Math.max(
-    newestMtime(join(root, 'native', 'src'), ['.cpp', '.h', '.inc']),
-    newestMtime(join(root, 'native', 'include'), ['.h']),
-    newestMtime(join(root, 'native', 'binding'), ['.cc', '.h']),
-    mtime(join(root, 'native', 'CMakeLists.txt')),
-  );
-  const addonStale = mtime(ADDON) < nativeSources;
-  const sgemmStale = mtime(BENCH_SGEMM) < Math.max(nativeSources, newestMtime(join(root, 'native', 'bench'), ['.cpp']));
-  const formatsStale = mtime(FORMATS_DIST) < newestMtime(join(root, 'libs', 'formats', 'src'), ['.ts']);
-  const engineStale =
-    mtime(ENGINE_DIST) < newestMtime(join(root, 'libs', 'engine', 'src'), ['.ts']) || !existsSync(RANDOM_MODEL_DIST);
-  if (!args.build) {
-    const missing = [ADDON, BENCH_SGEMM, FORMATS_DIST, ENGINE_DIST, RANDOM_MODEL_DIST].filter((p) => !existsSync(p));
-    if (missing.length) throw new Error(`--no-build, but missing: ${missing.map((p) => relative(root, p)).join(', ')}`);
-    const stale = [
-      addonStale && 'addon',
-      sgemmStale && 'bench_sgemm',
-      formatsStale && 'libs/formats/dist',
-      engineStale && 'libs/engine/dist',
-    ].filter(Boolean);
-    if (stale.length) log(`warning: older than their sources (--no-build): ${stale.join(', ')}`);
-    return { built, stale };
-  }
-  // The native builds are incremental: when sources were only touched, the outputs stay older
-  // than them, so "built" lists what actually changed.
-  if (addonStale) {
-    const before = mtime(ADDON);
-    runVisible('npm', ['run', 'build:native']);
-    if (mtime(ADDON) !== before) built.push('addon');
-  }
-  if (sgemmStale) {
-    const before = mtime(BENCH_SGEMM);
-    if (existsSync(join(root, 'native', 'build-ctest', 'CMakeCache.txt'))) {
-      // The standalone build exists: bring only the benchmark up to date (no CTest run).
-      const buildDir = join(root, 'native', 'build-ctest');
-      runVisible('cmake', ['--build', buildDir, '--target', 'bench_sgemm', '-j', String(cpus().length)]);
-    } else {
-      runVisible('node', [join(root, 'scripts', 'build-native.mjs'), '--ctest']);
-    }
-    if (mtime(BENCH_SGEMM) !== before) built.push('bench_sgemm');
-  }
-  const tsc = join(root, 'node_modules', '.bin', 'tsc');
-  if (formatsStale) {
-    runVisible(tsc, ['-p', join(root, 'libs', 'formats', 'tsconfig.build.json')]);
-    built.push('libs/formats/dist');
-  }
-  if (engineStale || formatsStale) {
-    runVisible(tsc, ['-p', join(root, 'libs', 'engine', 'tsconfig.build.json')]);
-    built.push('libs/engine/dist');
-  }
-  return { built, stale: [] };
-}
-
-/** Runs a command, streams its stderr, returns its stdout; rejects on a non-zero exit. */
-export function runCapture(cmd, argv, { env = process.env, timeoutS = 0 } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let timer = null;
-    if (timeoutS > 0) timer = setTimeout(() => child.kill('SIGTERM'), timeoutS * 1000);
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => process.stderr.write(d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(Object.assign(new Error(`${cmd} ${argv.join(' ')} exited with ${signal ?? code}`), { stdout: out }));
-    });
-  });
-}
-
-export function lastJsonLine(text, tag = '') {
-  const lines = text.split('\n').filter((l) => l.startsWith(tag ? tag : '{'));
-  if (!lines.length) throw new Error(`no JSON result in output:\n${text.slice(-2000)}`);
-  return JSON.parse(lines[lines.length - 1].slice(tag.length));
-}
-
-/** Which code was measured: the commit, whether native/ or libs/ differ from it, the binaries' dates. */
-export function provenance() {
-  const git = (...argv) => {
-    try {
-      return execFileSync('git', argv, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    } catch {
-      return null;
-    }
-  };
-  const date = (p) => (existsSync(p) ? statSync(p).mtime.toISOString() : null);
-  return {
-    commit: git('rev-parse', '--short', 'HEAD'),
-    uncommitted_changes: (git('status', '--porcelain', '--', 'native', 'libs/engine', 'libs/formats') ?? '')
-      .split('\n')
-      .filter(Boolean),
-    addon_built: date(ADDON),
-    bench_sgemm_built: date(BENCH_SGEMM),
-    engine_dist_built: date(ENGINE_DIST),
-  };
-}
-
-export function lscpuModel() {
-  try {
-    const text = execFileSync('lscpu', { encoding: 'utf8' });
-    const field = (name) => text.match(new RegExp(`^${name}:\\s*(.+)$`, 'm'))?.[1]?.trim() ?? null;
-    return {
-      model: field('Model name'),
-      cpus: Number(field('CPU\\(s\\)')),
-      threadsPerCore: Number(field('Thread\\(s\\) per core')),
-      flags: (field('Flags') ?? '').split(' ').filter((f) => /^(avx2|avx512f|avx512_bf16|fma|avx_vnni)$/.test(f)),
-    };
-  } catch {
-    return { model: null, cpus: cpus().length };
-  }
-}
+// ------------------------------------------------------------------------------------ peers
 
 // ------------------------------------------------------------------------------------ peers
 
 async function measureSgemm(threads, shapes) {
   const flat = shapes.flatMap((s) => s.map(String));
-  const out = await runCapture(BENCH_SGEMM, [String(threads), ...flat]);
-  return lastJsonLine(out);
+  const out = await common.runCapture(common.BENCH_SGEMM, [String(threads), ...flat]);
+  return common.lastJsonLine(out);
 }
 
 function sgemmSummary(runs, gemms) {
@@ -507,34 +217,24 @@ function sgemmSummary(runs, gemms) {
   return { perShape, best: top, flopWeightedGflops: seconds > 0 ? flops / seconds / 1e9 : null };
 }
 
-/** `{name: value}` as command-line flags `--name value`. */
-export function flags(values) {
-  return Object.entries(values).flatMap(([name, value]) => [`--${name}`, String(value)]);
-}
-
-async function runWorker(kind, args, extra = {}) {
-  const argv = [
-    fileURLToPath(import.meta.url),
-    '--worker',
-    kind,
-    ...flags({ threads: args.threads, iters: args.iters, warmup: args.warmup, 'tfjs-iters': args.tfjsIters }),
-  ];
+async function runEngine(kind, args, extra = {}) {
+  const argv = common.flags({
+    threads: args.threads,
+    iters: args.iters,
+    warmup: args.warmup,
+    'tfjs-iters': args.tfjsIters,
+  });
   if (args.small) argv.push('--small');
   if (extra.micro) argv.push('--tfjs-micro', String(extra.micro));
-  let out;
+  let result;
   try {
-    out = await runCapture(process.execPath, argv);
+    result = await common.runWorker(SELF, kind, argv);
   } catch (error) {
-    // A worker that caught its error printed it as its result; one that crashed did not.
-    let detail = '';
-    try {
-      detail = lastJsonLine(error.stdout ?? '', RESULT_TAG).error ?? '';
-    } catch {
-      // no result line
-    }
+    // A worker that caught its error printed it as its result (`detail`); one that crashed did not.
+    if (error.detail === undefined) throw error;
+    const detail = error.detail;
     throw new Error(`${kind} worker failed (${error.message})${detail ? ': ' + detail : ''}`, { cause: error });
   }
-  const result = lastJsonLine(out, RESULT_TAG);
   if (result.error) throw new Error(`${kind} worker: ${result.error}`);
   return result;
 }
@@ -547,10 +247,10 @@ async function runTfjs(args, m) {
   const attempts = [];
   let micro = args.tfjsMicro > 0 ? args.tfjsMicro : m.batch;
   for (;;) {
-    log(`tfjs engine, wasm backend, micro-batches of ${micro} sequence(s) (slow) …`);
+    common.log(`tfjs engine, wasm backend, micro-batches of ${micro} sequence(s) (slow) …`);
     const t0 = performance.now();
     try {
-      const result = await runWorker('tfjs', args, { micro });
+      const result = await runEngine('tfjs', args, { micro });
       result.attempts = attempts;
       return result;
     } catch (error) {
@@ -559,86 +259,40 @@ async function runTfjs(args, m) {
         .replace(/^.*\): /, '');
       attempts.push({
         micro_batch_rows: micro,
-        seconds: round((performance.now() - t0) / 1000, 1),
+        seconds: common.round((performance.now() - t0) / 1000, 1),
         error: message.slice(0, 300),
       });
       if (args.tfjsMicro > 0 || micro === 1 || !/Abort|memory|OOM/i.test(String(error.message))) throw error;
-      log(`tfjs failed with micro-batches of ${micro} (${message.slice(0, 120)}); halving`);
+      common.log(`tfjs failed with micro-batches of ${micro} (${message.slice(0, 120)}); halving`);
       micro = Math.max(1, Math.floor(micro / 2));
     }
   }
 }
 
-async function runTorch(args, m, passive) {
-  const env = { ...process.env };
-  if (passive) env.OMP_WAIT_POLICY = 'PASSIVE';
-  else delete env.OMP_WAIT_POLICY;
-  const argv = [
-    TORCH_SCRIPT,
-    ...flags({
-      threads: args.threads,
-      iters: args.iters,
-      warmup: args.warmup,
-      hidden: m.hidden,
-      layers: m.layers,
-      heads: m.heads,
-      'kv-heads': m.kvHeads,
-      intermediate: m.intermediate,
-      vocab: m.vocab,
-      seq: m.seq,
-      batch: m.batch,
-      rank: m.rank,
-      alpha: m.alpha,
-      lr: TRAIN.lr,
-      'max-grad-norm': TRAIN.maxGradNorm,
-      seed: TRAIN.seed,
-    }),
-  ];
-  log(`pytorch (${passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is'}) …`);
-  const out = await runCapture(PYTHON, argv, { env });
-  return lastJsonLine(out);
-}
-
 // ------------------------------------------------------------------------------------ workers
 
-/** Runs inside a child process: one engine, prints RESULT_TAG + JSON. */
+/** Runs inside a child process (see common.workerMain): one engine; returns its result. */
 async function worker(kind, args) {
   const m = args.small ? SMALL : FULL;
-  const engineLib = await import(pathToFileURL(ENGINE_DIST).href);
-  const testing = await import(pathToFileURL(RANDOM_MODEL_DIST).href);
-  const { Engine, Optimizer, PROJECTIONS, nativeInfo } = engineLib;
-  const config = testing.randomLlamaConfig({
-    vocabSize: m.vocab,
-    hiddenSize: m.hidden,
-    intermediateSize: m.intermediate,
-    numLayers: m.layers,
-    numHeads: m.heads,
-    numKvHeads: m.kvHeads,
-    headDim: m.hidden / m.heads,
-    maxPositionEmbeddings: Math.max(2048, m.seq),
-  });
-  const engine =
-    kind === 'native'
-      ? Engine.create('native', { threads: args.threads })
-      : Engine.create('tfjs', { tfjsBackend: 'wasm' });
-  const t0 = performance.now();
-  const model = await engine.createModel(config);
-  for (const [name, values] of testing.randomWeights(config, 1)) model.backend.setTensor(name, values);
-  const lora = { rank: m.rank, alpha: m.alpha, useRslora: false, dropout: 0, targetModules: [...PROJECTIONS], seed: 2 };
+  const engineOptions = kind === 'native' ? { threads: args.threads } : { tfjsBackend: 'wasm' };
+  const { engineLib, testing, config, model, t0, makeOptimizer, makeBatch } = await common.randomModel(
+    m,
+    kind,
+    engineOptions,
+  );
+  const lora = {
+    rank: m.rank,
+    alpha: m.alpha,
+    useRslora: false,
+    dropout: 0,
+    targetModules: [...engineLib.PROJECTIONS],
+    seed: 2,
+  };
   model.attachLora(lora);
   // B ≠ 0 (as torch_step.py does), so every gradient is non-trivial; the matmuls are the same.
   for (const [name, values] of testing.randomAdapterWeights(config, lora, 3)) model.backend.setTensor(name, values);
-  const optimizer = new Optimizer(model, {
-    beta1: TRAIN.beta1,
-    beta2: TRAIN.beta2,
-    eps: TRAIN.eps,
-    weightDecay: TRAIN.weightDecay,
-    maxGradNorm: TRAIN.maxGradNorm,
-    seed: TRAIN.seed,
-    recompute: false,
-    schedule: { kind: 'constant', lr: TRAIN.lr, warmupSteps: 0, totalSteps: 1000, minLrRatio: 0 },
-  });
-  const batch = testing.randomTrainBatch(config, { batch: m.batch, seqLen: m.seq, seed: 4, ignoredFraction: 0 });
+  const optimizer = makeOptimizer();
+  const batch = makeBatch();
   // The tfjs engine can split the step's batch into micro-batches (gradient accumulation: the same
   // gradients, the same FLOPs) when the whole batch does not fit its 4 GiB wasm heap.
   const microRows = kind === 'tfjs' && args.tfjsMicro > 0 ? Math.min(args.tfjsMicro, m.batch) : m.batch;
@@ -656,13 +310,13 @@ async function worker(kind, args) {
   const setupS = (performance.now() - t0) / 1000;
   const result = {
     kind,
-    setup_s: round(setupS, 3),
+    setup_s: common.round(setupS, 3),
     trainable_params: model.parameterCount('trainable'),
     base_params: model.parameterCount('base'),
     micro_batches: microBatches.length,
     micro_batch_rows: microRows,
   };
-  if (kind === 'native') result.nativeInfo = nativeInfo();
+  if (kind === 'native') result.nativeInfo = engineLib.nativeInfo();
   if (kind === 'tfjs') {
     const tf = await import('@tensorflow/tfjs');
     result.tfjs = { backend: tf.getBackend(), version: tf.version_core };
@@ -705,17 +359,8 @@ async function worker(kind, args) {
   }
   const cpu = process.cpuUsage(cpu0);
   // Cores this process kept busy during the timed steps (≈ threads when it has the machine).
-  result.cores_used = round((cpu.user + cpu.system) / 1e3 / (performance.now() - wall0), 3);
-  const times = timed.map((r) => r.s);
-  Object.assign(result, {
-    warmup_seconds: warm.map((r) => round(r.s, 4)),
-    step_seconds: times.map((t) => round(t, 4)),
-    median_s: round(median(times), 4),
-    best_s: round(Math.min(...times), 4),
-    tokens_per_s: round((m.batch * m.seq) / median(times), 2),
-    loss_first: warm.length ? warm[0].loss : timed[0].loss,
-    loss_last: timed[timed.length - 1].loss,
-  });
+  result.cores_used = common.round((cpu.user + cpu.system) / 1e3 / (performance.now() - wall0), 3);
+  Object.assign(result, common.stepTimes(warm, timed, m));
 
   if (kind === 'native') {
     // Where the step's time goes: inference forward (logits, no saved state) vs forward+backward
@@ -732,27 +377,27 @@ async function worker(kind, args) {
       prof.forward_backward_s.push((performance.now() - s) / 1000);
       s = performance.now();
       await backend.optimizerStep({
-        lr: TRAIN.lr,
-        beta1: TRAIN.beta1,
-        beta2: TRAIN.beta2,
-        eps: TRAIN.eps,
+        lr: common.TRAIN.lr,
+        beta1: common.TRAIN.beta1,
+        beta2: common.TRAIN.beta2,
+        eps: common.TRAIN.eps,
         weightDecay: 0,
         maxGradNorm: 1,
       });
       prof.optimizer_s.push((performance.now() - s) / 1000);
     }
-    const fwd = median(prof.forward_s);
-    const fb = median(prof.forward_backward_s);
+    const fwd = common.median(prof.forward_s);
+    const fb = common.median(prof.forward_backward_s);
     result.profile = {
-      forward_median_s: round(fwd, 4),
-      forward_backward_median_s: round(fb, 4),
-      backward_estimate_s: round(fb - fwd, 4),
-      optimizer_median_s: round(median(prof.optimizer_s), 5),
-      raw: Object.fromEntries(Object.entries(prof).map(([k, v]) => [k, v.map((x) => round(x, 4))])),
+      forward_median_s: common.round(fwd, 4),
+      forward_backward_median_s: common.round(fb, 4),
+      backward_estimate_s: common.round(fb - fwd, 4),
+      optimizer_median_s: common.round(common.median(prof.optimizer_s), 5),
+      raw: Object.fromEntries(Object.entries(prof).map(([k, v]) => [k, v.map((x) => common.round(x, 4))])),
     };
   }
   model.dispose();
-  process.stdout.write(RESULT_TAG + JSON.stringify(result) + '\n');
+  return result;
 }
 
 // ------------------------------------------------------------------------------------ main
@@ -761,18 +406,17 @@ function ratio(a, b) {
   return a && b ? a / b : null;
 }
 
-function fmt(x, digits = 2) {
-  return x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(digits);
-}
-
 function printTable(report) {
   const rows = [];
-  const busy = (name) => {
-    const l = report.load.phases[name];
-    return l ? fmt(l.foreign_cores, 2) : '—';
-  };
   const push = (name, tps, med, best, phaseName, extra = '') =>
-    rows.push([name, fmt(tps, 1), fmt(med, 3), fmt(best, 3), phaseName ? busy(phaseName) : '', extra]);
+    rows.push([
+      name,
+      common.fmt(tps, 1),
+      common.fmt(med, 3),
+      common.fmt(best, 3),
+      phaseName ? common.others(report, phaseName) : '',
+      extra,
+    ]);
   const n = report.native;
   push(
     `native (${report.threads} threads)`,
@@ -780,7 +424,7 @@ function printTable(report) {
     n.median_s,
     n.best_s,
     'native',
-    `${fmt(n.gflops_per_s, 1)} GFLOP/s`,
+    `${common.fmt(n.gflops_per_s, 1)} GFLOP/s`,
   );
   for (const t of report.pytorch?.runs ?? [])
     push(
@@ -789,7 +433,7 @@ function printTable(report) {
       t.median_s,
       t.best_s,
       t.setting === 'as-is' ? 'pytorch_as_is' : 'pytorch_passive',
-      `${fmt(t.gflops_per_s, 1)} GFLOP/s`,
+      `${common.fmt(t.gflops_per_s, 1)} GFLOP/s`,
     );
   if (report.tfjs) {
     const t = report.tfjs;
@@ -800,7 +444,7 @@ function printTable(report) {
       t.median_s,
       t.best_s,
       'tfjs',
-      `${fmt(t.gflops_per_s, 1)} GFLOP/s${t.note ? '; ' + t.note : ''}`,
+      `${common.fmt(t.gflops_per_s, 1)} GFLOP/s${t.note ? '; ' + t.note : ''}`,
     );
   }
   push(
@@ -809,33 +453,25 @@ function printTable(report) {
     report.floor.seconds,
     report.floor.seconds,
     null,
-    `${fmt(report.floor.best_gflops, 1)} GFLOP/s (${report.floor.best_shape})`,
+    `${common.fmt(report.floor.best_gflops, 1)} GFLOP/s (${report.floor.best_shape})`,
   );
-  const header = ['peer', 'tokens/s', 'median s', 'best s', 'others', ''];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const left = new Set([0, 5]);
-  const line = (r) =>
-    r.map((c, i) => (left.has(i) ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
   console.log(`\nLoRA step: ${report.model.label}`);
   console.log(
-    `${report.threads} threads; FLOPs/step ${fmt(report.flops.step / 1e9, 2)} G (torch_step.py: ${report.flops.torch_flops_per_step ? fmt(report.flops.torch_flops_per_step / 1e9, 2) + ' G' : '—'}), ` +
-      `native engine extra ${fmt(report.flops.engine_extra / 1e9, 2)} G (not counted)`,
+    `${report.threads} threads; FLOPs/step ${common.fmt(report.flops.step / 1e9, 2)} G (torch_step.py: ${report.flops.torch_flops_per_step ? common.fmt(report.flops.torch_flops_per_step / 1e9, 2) + ' G' : '—'}), ` +
+      `native engine extra ${common.fmt(report.flops.engine_extra / 1e9, 2)} G (not counted)`,
   );
-  console.log(line(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows) console.log(line(r));
+  common.printRows(['peer', 'tokens/s', 'median s', 'best s', 'others', ''], rows, new Set([0, 5]));
   console.log("('others': average cores used by other processes during that peer's run)\n");
   if (report.model.smoke) console.log('smoke-test size (--small): the ratios below are not the benchmark, no verdict');
   for (const t of report.targets) {
-    const status = t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL';
     console.log(
-      `${status}  ${t.name.padEnd(28)} ${fmt(t.value, 2).padStart(6)}${t.unit}  (target ≥ ${t.target}${t.unit}; from best step times ${fmt(t.value_best, 2)}${t.unit})`,
+      `${common.verdict(t.pass)}  ${t.name.padEnd(28)} ${common.fmt(t.value, 2).padStart(6)}${t.unit}  (target ≥ ${t.target}${t.unit}; from best step times ${common.fmt(t.value_best, 2)}${t.unit})`,
     );
   }
   if (n.profile)
     console.log(
-      `\nnative profile: forward (inference) ${fmt(n.profile.forward_median_s, 3)} s, forward+backward ${fmt(n.profile.forward_backward_median_s, 3)} s ` +
-        `(backward ≈ ${fmt(n.profile.backward_estimate_s, 3)} s), optimizer ${fmt(n.profile.optimizer_median_s * 1000, 2)} ms`,
+      `\nnative profile: forward (inference) ${common.fmt(n.profile.forward_median_s, 3)} s, forward+backward ${common.fmt(n.profile.forward_backward_median_s, 3)} s ` +
+        `(backward ≈ ${common.fmt(n.profile.backward_estimate_s, 3)} s), optimizer ${common.fmt(n.profile.optimizer_median_s * 1000, 2)} ms`,
     );
   if (report.tfjs)
     console.log(
@@ -845,20 +481,12 @@ function printTable(report) {
 }
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.worker) {
-    try {
-      await worker(args.worker, args);
-    } catch (error) {
-      process.stdout.write(RESULT_TAG + JSON.stringify({ error: error?.stack ?? String(error) }) + '\n');
-      process.exitCode = 1;
-    }
-    return;
-  }
+  const args = common.parseCommandLine(process.argv.slice(2), { help: HELP, options: OPTIONS });
+  if (args.worker) return common.workerMain(() => worker(args.worker, args));
   const m = args.small ? SMALL : FULL;
   const started = new Date();
-  log(`engine-cpu benchmark, ${args.small ? 'SMALL smoke config' : 'full config'}, ${args.threads} threads`);
-  const builds = ensureBuilds(args);
+  common.log(`engine-cpu benchmark, ${args.small ? 'SMALL smoke config' : 'full config'}, ${args.threads} threads`);
+  const builds = common.ensureBuilds(args, { sgemm: true, requireOutputs: true });
   const flops = stepFlops(m);
   const shapes = [];
   const seen = new Set();
@@ -870,20 +498,16 @@ async function main() {
     }
   }
 
-  const load = {};
-  const waited = {};
-  const settle = async (name) => {
-    const w = await waitIdle(args.waitIdle);
-    if (w !== null) waited[name] = w;
-  };
+  const record = common.phases(args.waitIdle);
+  const { settle, phase } = record;
 
   await settle('sgemm_before');
-  log('sgemm rate (bench_sgemm), before the engines …');
-  const sgemmRuns = [await phase(load, 'sgemm_before', () => measureSgemm(args.threads, shapes))];
+  common.log('sgemm rate (bench_sgemm), before the engines …');
+  const sgemmRuns = [await phase('sgemm_before', () => measureSgemm(args.threads, shapes))];
 
   await settle('native');
-  log('native engine …');
-  const native = await phase(load, 'native', () => runWorker('native', args));
+  common.log('native engine …');
+  const native = await phase('native', () => runEngine('native', args));
 
   let pytorch = null;
   if (!args.skipTorch) {
@@ -891,9 +515,12 @@ async function main() {
     for (const passive of [false, true]) {
       const name = passive ? 'pytorch_passive' : 'pytorch_as_is';
       await settle(name);
-      const r = await phase(load, name, () => runTorch(args, m, passive));
+      const r = await phase(name, () => {
+        common.log(`pytorch (${common.torchSetting(passive)}) …`);
+        return common.runTorch(TORCH_SCRIPT, args, m, passive, { rank: m.rank, alpha: m.alpha });
+      });
       runs.push({
-        setting: passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is',
+        setting: common.torchSetting(passive),
         median_s: r.median_s,
         best_s: r.best_s,
         tokens_per_s: r.tokens_per_s,
@@ -918,23 +545,23 @@ async function main() {
   let tfjs = null;
   if (!args.skipTfjs) {
     await settle('tfjs');
-    tfjs = await phase(load, 'tfjs', () => runTfjs(args, m));
+    tfjs = await phase('tfjs', () => runTfjs(args, m));
   }
 
-  log('sgemm rate (bench_sgemm), after the engines …');
+  common.log('sgemm rate (bench_sgemm), after the engines …');
   await settle('sgemm_after');
-  sgemmRuns.push(await phase(load, 'sgemm_after', () => measureSgemm(args.threads, shapes)));
+  sgemmRuns.push(await phase('sgemm_after', () => measureSgemm(args.threads, shapes)));
   const sgemm = sgemmSummary(sgemmRuns, flops.dominantGemms);
   const tokens = m.batch * m.seq;
   const floorS = flops.step / (sgemm.best.gflops * 1e9);
   const floor = {
-    seconds: round(floorS, 5),
-    tokens_per_s: round(tokens / floorS, 2),
+    seconds: common.round(floorS, 5),
+    tokens_per_s: common.round(tokens / floorS, 2),
     best_gflops: sgemm.best.gflops,
     best_shape: `${sgemm.best.M}x${sgemm.best.N}x${sgemm.best.K} (${sgemm.best.mode})`,
-    flop_weighted_gflops_info: round(sgemm.flopWeightedGflops, 1),
+    flop_weighted_gflops_info: common.round(sgemm.flopWeightedGflops, 1),
     seconds_at_flop_weighted_rate_info: sgemm.flopWeightedGflops
-      ? round(flops.step / (sgemm.flopWeightedGflops * 1e9), 5)
+      ? common.round(flops.step / (sgemm.flopWeightedGflops * 1e9), 5)
       : null,
   };
 
@@ -963,8 +590,8 @@ async function main() {
     },
   ].map((t) => ({
     ...t,
-    value: round(t.value, 4),
-    value_best: round(t.value_best, 4),
+    value: common.round(t.value, 4),
+    value_best: common.round(t.value_best, 4),
     // The smoke size measures per-call overheads, not the benchmark: no verdict.
     pass: t.value === null || args.small ? null : t.value >= t.target,
   }));
@@ -972,7 +599,7 @@ async function main() {
   const report = {
     benchmark: 'engine-cpu',
     date: started.toISOString(),
-    duration_s: round((Date.now() - started.getTime()) / 1000, 1),
+    duration_s: common.round((Date.now() - started.getTime()) / 1000, 1),
     command: `node bench/engine-cpu/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
     threads: args.threads,
     model: {
@@ -982,13 +609,7 @@ async function main() {
       note: args.small ? 'smoke-test size' : 'intermediate 1408 = 2.75 × 512 (TinyLlama ratio), same in every peer',
     },
     machine: {
-      cpu: lscpuModel(),
-      node: process.version,
-      env: Object.fromEntries(
-        ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'].map(
-          (k) => [k, process.env[k] ?? null],
-        ),
-      ),
+      ...common.machineInfo(),
       native: native.nativeInfo,
       sgemm_blas: sgemmRuns[0].blas,
       torch: ref
@@ -1000,13 +621,11 @@ async function main() {
           }
         : null,
     },
-    builds: { ...builds, ...provenance() },
-    load: {
-      note: 'foreign_cores: CPU used by other processes during each phase (average cores); > 0.1 means the phase was contended',
-      loadavg_end: existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').trim() : null,
-      waited_for_idle_s: waited,
-      phases: load,
-    },
+    builds: { ...builds, ...common.provenance() },
+    load: common.loadReport(
+      'foreign_cores: CPU used by other processes during each phase (average cores); > 0.1 means the phase was contended',
+      record,
+    ),
     flops: {
       step: flops.step,
       breakdown: flops.breakdown,
@@ -1028,39 +647,13 @@ async function main() {
     tfjs,
     targets,
   };
-  report.native.gflops_per_s = round(flops.step / native.median_s / 1e9, 2);
-  if (tfjs) tfjs.gflops_per_s = round(flops.step / tfjs.median_s / 1e9, 3);
+  report.native.gflops_per_s = common.round(flops.step / native.median_s / 1e9, 2);
+  if (tfjs) tfjs.gflops_per_s = common.round(flops.step / tfjs.median_s / 1e9, 3);
 
-  const outFile =
-    args.out ??
-    join(
-      root,
-      'bench',
-      'out',
-      `engine-cpu-${started.toISOString().replace(/[:.]/g, '-')}${args.small ? '-small' : ''}.json`,
-    );
-  mkdirSync(dirname(outFile), { recursive: true });
-  report.outFile = relative(root, outFile);
-  writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+  common.writeReport(report, args, started);
   printTable(report);
   if (ref && !report.flops.matches_torch)
     console.log(`warning: FLOP count ${flops.step} differs from torch_step.py's ${ref.flops_per_step}`);
 }
 
-// Run only as a script: bench/methods-cpu/run.mjs imports the helpers above.
-if (isMainModule()) {
-  main().catch((error) => {
-    console.error(error?.stack ?? String(error));
-    process.exit(1);
-  });
-}
-
-function isMainModule() {
-  if (!process.argv[1]) return false;
-  const self = fileURLToPath(import.meta.url);
-  try {
-    return realpathSync(process.argv[1]) === realpathSync(self);
-  } catch {
-    return resolve(process.argv[1]) === self;
-  }
-}
+common.runScript(main);

@@ -44,7 +44,8 @@ One timed step = zero_grad, forward, loss.backward(), clip_grad_norm_(1.0), opti
 Everything is float32, eager mode, the way a typical PyTorch user writes it: attention is
 matmul -> additive causal mask of -inf -> softmax in float32 -> matmul, with the kv heads
 repeated (expand + reshape, as transformers' ``repeat_kv``) for GQA. (torch 1.13 has no
-F.scaled_dot_product_attention.)
+F.scaled_dot_product_attention.) The decoder, the thread set-up and the BLAS report are shared
+with the mixture benchmark's peer: ``bench/lib/torch_setup.py`` and ``bench/lib/torch_common.py``.
 
 Threads: torch.set_num_threads(--threads) and torch.set_num_interop_threads(1). Debian's
 torch does its matmuls in OpenBLAS, which keeps its own thread pool and is not governed by
@@ -97,28 +98,19 @@ import math
 import os
 import statistics
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in bench/lib
+import torch_setup  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=1408)
-    p.add_argument("--vocab", type=int, default=8192)
-    p.add_argument("--seq", type=int, default=512)
-    p.add_argument("--batch", type=int, default=4)
+    torch_setup.add_model_args(p)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--rope-theta", type=float, default=10000.0)
-    p.add_argument("--rms-eps", type=float, default=1e-5)
+    torch_setup.add_run_args(p)
+    torch_setup.add_rope_norm_args(p)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     a = p.parse_args(argv)
     if a.hidden % a.heads != 0:
@@ -127,127 +119,14 @@ def parse_args(argv=None):
         p.error("--heads must be divisible by --kv-heads")
     if (a.hidden // a.heads) % 2 != 0:
         p.error("head dim (hidden / heads) must be even for RoPE")
-    if a.threads < 1 or a.iters < 1 or a.warmup < 0 or a.seq < 2:
-        p.error("need --threads >= 1, --iters >= 1, --warmup >= 0, --seq >= 2")
+    torch_setup.check_run_args(p, a)
     return a
 
 
 ARGS = parse_args()
-
-# Thread pools must be sized before torch (and the BLAS it loads) start.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(ARGS.threads)
-
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-except ImportError:
-    sys.stderr.write(
-        "torch_step.py: cannot import torch with %s.\n"
-        "Install Debian's package (apt-get install -y python3-torch) and run this script "
-        "with /usr/bin/python3.\n" % sys.executable
-    )
-    sys.exit(2)
-
-torch.set_num_threads(ARGS.threads)
-torch.set_num_interop_threads(1)
-
-
-# --------------------------------------------------------------------------- BLAS info
-
-
-def blas_summary():
-    """Short string for the BLAS torch was built against, from torch.__config__.show()."""
-    cfg = torch.__config__.show()
-    info = {}
-    for line in cfg.splitlines():
-        for part in line.replace(",", " ").split():
-            if "=" in part:
-                k, v = part.split("=", 1)
-                info[k.strip()] = v.strip()
-    names = {"open": "OpenBLAS", "mkl": "MKL", "accelerate": "Accelerate", "blis": "BLIS",
-             "flexi": "FlexiBLAS", "atlas": "ATLAS", "generic": "generic BLAS"}
-    blas = info.get("BLAS_INFO")
-    s = names.get(blas, blas or "unknown")
-    if blas == "generic":
-        # Debian links the generic libblas.so.3 interface; the alternatives system picks the
-        # implementation at run time (normally OpenBLAS). Name what is actually loaded.
-        ob = openblas_runtime()
-        if ob:
-            s = "generic libblas.so.3 -> OpenBLAS %s" % " ".join(
-                x for x in (ob.get("version"), ob.get("parallel"), ob.get("core")) if x)
-        else:
-            s = "generic libblas.so.3 (%s)" % (loaded_blas_paths() or ["?"])[0]
-    extra = []
-    if "LAPACK_INFO" in info:
-        extra.append("LAPACK=" + names.get(info["LAPACK_INFO"], info["LAPACK_INFO"]))
-    extra.append("MKL" if torch.backends.mkl.is_available() else "no MKL")
-    extra.append("oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN")
-    return "%s (%s)" % (s, ", ".join(extra))
-
-
-def loaded_blas_paths():
-    """Paths of BLAS-looking shared libraries mapped into this process."""
-    paths = []
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                fields = line.split()
-                path = fields[-1] if len(fields) >= 6 else ""
-                base = os.path.basename(path)
-                if ("openblas" in base or base.startswith("libblas.so")) and path not in paths:
-                    paths.append(path)
-    except OSError:
-        pass
-    return paths
-
-
-def openblas_runtime():
-    """Ask the OpenBLAS library mapped into this process what it is doing, if there is one."""
-    import ctypes
-
-    for path in loaded_blas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if not hasattr(lib, "openblas_get_config"):
-            continue
-        out = {"library": os.path.realpath(path)}
-        lib.openblas_get_config.restype = ctypes.c_char_p
-        out["config"] = lib.openblas_get_config().decode(errors="replace").strip()
-        words = out["config"].split()
-        if len(words) >= 2 and words[0] == "OpenBLAS":
-            out["version"] = words[1]
-        if hasattr(lib, "openblas_get_corename"):
-            lib.openblas_get_corename.restype = ctypes.c_char_p
-            out["core"] = lib.openblas_get_corename().decode(errors="replace").strip()
-        if hasattr(lib, "openblas_get_num_threads"):
-            out["num_threads"] = lib.openblas_get_num_threads()
-        if hasattr(lib, "openblas_get_parallel"):
-            out["parallel"] = {0: "sequential", 1: "pthreads", 2: "openmp"}.get(
-                lib.openblas_get_parallel(), "unknown")
-        out["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
-        return out
-    return None
-
-
-# Environment variables that change the timing a lot on a small machine; reported as given.
-ENV_REPORTED = ("OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS",
-                "OPENBLAS_NUM_THREADS", "OMP_PROC_BIND")
-
-
-def debian_package_version(name):
-    """Version of a Debian package (torch.__version__ says 1.13.0a0 for Debian's 1.13.1)."""
-    import subprocess
-
-    try:
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+torch = torch_setup.start_torch(ARGS.threads)  # the thread pools are sized before torch loads
+import torch.nn as nn  # noqa: E402
+import torch_common as tc  # noqa: E402
 
 
 # --------------------------------------------------------------------------- model
@@ -276,123 +155,22 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d), requires_grad=False)
-        self.eps = eps
-
-    def forward(self, x):
-        var = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(var + self.eps))
-
-
-def rope_tables(seq, hd, theta):
-    """cos/sin [seq, hd] in the HF rotate-half layout; computed in float64, rounded once."""
-    i = torch.arange(hd // 2, dtype=torch.float64)
-    inv_freq = 1.0 / (theta ** (2.0 * i / hd))
-    ang = torch.arange(seq, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos().float(), ang.sin().float()
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
-
-
-def apply_rope(x, cos, sin):  # x [B, heads, T, hd]; cos/sin [T, hd]
-    return x * cos + rotate_half(x) * sin
-
-
-def repeat_kv(x, n_rep):
-    """[B, KV, T, hd] -> [B, KV*n_rep, T, hd]; head h reads kv head h // n_rep."""
-    if n_rep == 1:
-        return x
-    b, kv, t, hd = x.shape
-    return x[:, :, None, :, :].expand(b, kv, n_rep, t, hd).reshape(b, kv * n_rep, t, hd)
-
-
-class Attention(nn.Module):
-    def __init__(self, a):
-        super().__init__()
-        self.h, self.kv = a.heads, a.kv_heads
-        self.hd = a.hidden // a.heads
-        d = a.hidden
-        self.q_proj = LoRALinear(d, self.h * self.hd, a.rank, a.alpha)
-        self.k_proj = LoRALinear(d, self.kv * self.hd, a.rank, a.alpha)
-        self.v_proj = LoRALinear(d, self.kv * self.hd, a.rank, a.alpha)
-        self.o_proj = LoRALinear(self.h * self.hd, d, a.rank, a.alpha)
-
-    def forward(self, x, cos, sin, mask):
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.h, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv, self.hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k = repeat_kv(k, self.h // self.kv)
-        v = repeat_kv(v, self.h // self.kv)
-        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd)
-        scores = scores + mask
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        o = torch.matmul(probs, v)
-        o = o.transpose(1, 2).reshape(b, t, self.h * self.hd)
-        return self.o_proj(o)
-
-
-class MLP(nn.Module):
-    def __init__(self, a):
-        super().__init__()
-        self.gate_proj = LoRALinear(a.hidden, a.intermediate, a.rank, a.alpha)
-        self.up_proj = LoRALinear(a.hidden, a.intermediate, a.rank, a.alpha)
-        self.down_proj = LoRALinear(a.intermediate, a.hidden, a.rank, a.alpha)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Layer(nn.Module):
-    def __init__(self, a):
-        super().__init__()
-        self.input_layernorm = RMSNorm(a.hidden, a.rms_eps)
-        self.self_attn = Attention(a)
-        self.post_attention_layernorm = RMSNorm(a.hidden, a.rms_eps)
-        self.mlp = MLP(a)
-
-    def forward(self, h, cos, sin, mask):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-
-class Llama(nn.Module):
+class Llama(tc.Decoder):
     def __init__(self, a):
         super().__init__()
         self.embed_tokens = nn.Embedding(a.vocab, a.hidden)
-        self.layers = nn.ModuleList([Layer(a) for _ in range(a.layers)])
-        self.norm = RMSNorm(a.hidden, a.rms_eps)
+        self.layers = nn.ModuleList(
+            [tc.Layer(a, lambda i, o: LoRALinear(i, o, a.rank, a.alpha)) for _ in range(a.layers)])
+        self.norm = tc.RMSNorm(a.hidden, a.rms_eps)
         self.lm_head = nn.Linear(a.hidden, a.vocab, bias=False)
-        nn.init.normal_(self.embed_tokens.weight, std=0.02)
-        nn.init.normal_(self.lm_head.weight, std=0.02)
+        self.init_frozen_head(0.02)
         for m in self.modules():
             if isinstance(m, LoRALinear):
                 m.reset_parameters()
-        self.embed_tokens.weight.requires_grad_(False)
-        self.lm_head.weight.requires_grad_(False)
-        cos, sin = rope_tables(a.seq, a.hidden // a.heads, a.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-        mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
-        self.register_buffer("mask", mask, persistent=False)
+        self.add_buffers(a)
 
     def forward(self, ids, targets):
-        t = ids.shape[1]
-        cos, sin, mask = self.cos[:t], self.sin[:t], self.mask[:t, :t]
-        h = self.embed_tokens(ids)
-        for layer in self.layers:
-            h = layer(h, cos, sin, mask)
-        logits = self.lm_head(self.norm(h))
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1),
-                               ignore_index=-100)
+        return tc.cross_entropy(self.logits(ids), targets)
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -453,57 +231,29 @@ def main(a):
     n_train = sum(p.numel() for p in lora)
     n_frozen = sum(p.numel() for p in model.parameters()) - n_train
     opt = torch.optim.AdamW(lora, lr=a.lr, weight_decay=0.0)
-
-    g = torch.Generator().manual_seed(a.seed + 1)
-    ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
-    targets = torch.full_like(ids, -100)
-    targets[:, :-1] = ids[:, 1:]
+    ids, targets = tc.fixed_batch(a)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss = model(ids, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lora, a.max_grad_norm)
-        opt.step()
+        loss, _ = tc.train_step(opt, lora, a.max_grad_norm, lambda: model(ids, targets))
         return loss.item()
 
-    losses, times = [], []
-    for it in range(a.warmup + a.iters):
-        t0 = time.perf_counter()
-        loss = step()
-        dt = time.perf_counter() - t0
-        losses.append(loss)
-        if it >= a.warmup:
-            times.append(dt)
-        sys.stderr.write("  step %3d%s  %.3f s  loss %.5f\n"
-                         % (it, " (warm-up)" if it < a.warmup else "", dt, loss))
-
+    losses, times = tc.time_steps(
+        a, step, lambda it, warm, dt, loss: "  step %3d%s  %.3f s  loss %.5f\n" % (it, warm, dt, loss))
     flops, flops_torch, breakdown = count_flops(a)
-    med = statistics.median(times)
     result = {
         "peer": "pytorch",
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **tc.torch_fields(),
         "interop_threads": torch.get_num_interop_threads(),
-        "blas": blas_summary(),
-        "openblas": openblas_runtime(),
-        "torch_package": debian_package_version("python3-torch"),
-        "env": {k: os.environ.get(k) for k in ENV_REPORTED},
         "config": {k: getattr(a, k) for k in vars(a)},
         "params_frozen": n_frozen,
         "params_trainable": n_train,
-        "step_seconds": [round(t, 6) for t in times],
-        "best_s": round(min(times), 6),
-        "median_s": round(med, 6),
-        "tokens_per_s": round(a.batch * a.seq / med, 3),
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "losses": losses,
+        **tc.timing_fields(a, times, losses),
         "flops_per_step": flops,
         "flops_per_step_torch": flops_torch,
         "flops_breakdown": breakdown,
-        "gflops_per_s": round(flops / med / 1e9, 3),
     }
+    med = statistics.median(times)
+    result["gflops_per_s"] = round(flops / med / 1e9, 3)
     ob = result["openblas"]
     sys.stderr.write(
         "pytorch %s (package %s) | %s | threads %d (interop %d)%s\n"

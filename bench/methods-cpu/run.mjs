@@ -13,41 +13,15 @@
 //
 // The model is bench/engine-cpu's (hidden 512, 8 layers, 8/4 heads, intermediate 1408, vocab
 // 8192, batch 4 × seq 512, float32). Each measurement runs in its own child process (this script
-// with --worker for the native engine). See bench/README.md.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+// with --worker for the native engine). See bench/README.md; what this runner shares with
+// bench/engine-cpu/run.mjs is in bench/lib/common.mjs.
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import {
-  flags,
-  lastJsonLine,
-  log,
-  lscpuModel,
-  median,
-  mtime,
-  newestMtime,
-  phase,
-  provenance,
-  round,
-  runCapture,
-  runVisible,
-  waitIdle,
-} from '../engine-cpu/run.mjs';
+import * as common from '../lib/common.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
-const PYTHON = '/usr/bin/python3';
-const TORCH_SCRIPT = join(here, 'torch_mixture_step.py');
-const ADDON = join(root, 'native', 'build', 'Release', 'expertune.node');
-const ENGINE_DIST = join(root, 'libs', 'engine', 'dist', 'index.js');
-const RANDOM_MODEL_DIST = join(root, 'libs', 'engine', 'dist', 'testing', 'random-model.js');
-const FORMATS_DIST = join(root, 'libs', 'formats', 'dist', 'index.js');
-const RESULT_TAG = '@@BENCH_RESULT ';
-
-// bench/engine-cpu's model (intermediate 1408 = 2.75 × 512), and its smoke-test size.
-const FULL = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1408, vocab: 8192, seq: 512, batch: 4 };
-const SMALL = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 176, vocab: 256, seq: 64, batch: 2 };
-const TRAIN = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1, seed: 0 };
+const SELF = fileURLToPath(import.meta.url);
+const TORCH_SCRIPT = join(dirname(SELF), 'torch_mixture_step.py');
 const MIXTURES = ['mola', 'loramoe', 'dynmole', 'flylora'];
 // Targets (from the issue): overhead against plain LoRA of the same total rank, and the speed-up
 // over the PyTorch per-expert loop at 8 experts of rank 8.
@@ -56,73 +30,7 @@ const TARGET_SPEEDUP = 3;
 
 // ------------------------------------------------------------------------------------ arguments
 
-function parseArgs(argv) {
-  const args = {
-    threads: 2,
-    iters: 5,
-    warmup: 2,
-    methods: [...MIXTURES],
-    experts: 8,
-    rank: 8,
-    topK: 2,
-    flyRank: 32,
-    flyTopK: 8,
-    skipTorch: false,
-    skipNative: false,
-    torchSetting: 'passive',
-    small: false,
-    build: true,
-    waitIdle: 0,
-    out: null,
-    worker: null,
-  };
-  const value = (i, name) => {
-    if (i + 1 >= argv.length) usage(`${name} needs a value`);
-    return argv[i + 1];
-  };
-  const positiveInt = (text, name, min = 1) => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) usage(`${name} must be an integer >= ${min}, got '${text}'`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--threads') args.threads = positiveInt(value(i++, a), a);
-    else if (a === '--iters') args.iters = positiveInt(value(i++, a), a);
-    else if (a === '--warmup') args.warmup = positiveInt(value(i++, a), a, 0);
-    else if (a === '--experts') args.experts = positiveInt(value(i++, a), a);
-    else if (a === '--rank') args.rank = positiveInt(value(i++, a), a);
-    else if (a === '--top-k') args.topK = positiveInt(value(i++, a), a);
-    else if (a === '--fly-rank') args.flyRank = positiveInt(value(i++, a), a);
-    else if (a === '--fly-k') args.flyTopK = positiveInt(value(i++, a), a);
-    else if (a === '--wait-idle') args.waitIdle = positiveInt(value(i++, a), a, 0);
-    else if (a === '--methods') {
-      args.methods = value(i++, a)
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-      const unknown = args.methods.filter((m) => !MIXTURES.includes(m));
-      if (unknown.length || !args.methods.length)
-        usage(`--methods takes a comma-separated subset of ${MIXTURES.join(',')}, got '${argv[i]}'`);
-    } else if (a === '--torch-setting') {
-      args.torchSetting = value(i++, a);
-      if (!['passive', 'as-is', 'both'].includes(args.torchSetting)) usage(`--torch-setting: passive, as-is or both`);
-    } else if (a === '--skip-torch') args.skipTorch = true;
-    else if (a === '--skip-native') args.skipNative = true;
-    else if (a === '--small') args.small = true;
-    else if (a === '--no-build') args.build = false;
-    else if (a === '--out') args.out = value(i++, a);
-    else if (a === '--worker') args.worker = value(i++, a);
-    else if (a === '--help' || a === '-h') usage(null);
-    else usage(`unknown argument '${a}'`);
-  }
-  if (args.topK > args.experts) usage('--top-k must be <= --experts');
-  if (args.flyRank % args.flyTopK) usage('--fly-rank must be a multiple of --fly-k');
-  return args;
-}
-
-function usage(error) {
-  const text = `usage: node bench/methods-cpu/run.mjs [options]
+const HELP = `usage: node bench/methods-cpu/run.mjs [options]
   --threads N        threads of every peer (native pool, torch + OpenBLAS); default 2
   --iters N          timed steps per measurement (default 5)
   --warmup N         warm-up steps per measurement (default 2)
@@ -138,61 +46,82 @@ function usage(error) {
   --wait-idle S      before each measurement, wait up to S seconds for other processes to go quiet
   --no-build         do not (re)build the addon or the TypeScript dist
   --out FILE         JSON output (default bench/out/methods-cpu-<date>.json)`;
-  if (error) {
-    console.error(`run.mjs: ${error}\n${text}`);
-    process.exit(2);
-  }
-  console.log(text);
-  process.exit(0);
+
+const OPTIONS = {
+  ...common.COMMON_OPTIONS,
+  methods: {
+    default: [...MIXTURES],
+    parse: (text, flag, usage) => {
+      const methods = text
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      if (!methods.length || methods.some((m) => !MIXTURES.includes(m)))
+        usage(`${flag} takes a comma-separated subset of ${MIXTURES.join(',')}, got '${text}'`);
+      return methods;
+    },
+  },
+  experts: { default: 8, parse: common.positiveInt(1) },
+  rank: { default: 8, parse: common.positiveInt(1) },
+  'top-k': { default: 2, parse: common.positiveInt(1) },
+  'fly-rank': { default: 32, parse: common.positiveInt(1) },
+  'fly-k': { key: 'flyTopK', default: 8, parse: common.positiveInt(1) },
+  'skip-torch': { default: false },
+  'skip-native': { default: false },
+  'torch-setting': {
+    default: 'passive',
+    parse: (text, flag, usage) => {
+      if (!['passive', 'as-is', 'both'].includes(text)) usage(`${flag}: passive, as-is or both`);
+      return text;
+    },
+  },
+};
+
+function checkArgs(args, usage) {
+  if (args.topK > args.experts) usage('--top-k must be <= --experts');
+  if (args.flyRank % args.flyTopK) usage('--fly-rank must be a multiple of --fly-k');
 }
 
 // ------------------------------------------------------------------------------------ what is measured
 
 /**
  * The measurements of a run: each mixture in `args.methods`, and plain LoRA at each total rank
- * they are compared with. `alpha` is 2 × rank (s = 2) everywhere, as in MoLA (r 8, α 16) and
- * FlyLoRA (r 32, α 64).
+ * they are compared with. Each adapter is its method's defaults (libs/engine's
+ * `defaultAdapterConfig`) at the sizes measured: `alpha` is 2 × rank (s = 2) everywhere, as in
+ * MoLA (r 8, α 16) and FlyLoRA (r 32, α 64), dropout 0, every layer `args.experts` experts.
  */
-function plan(args, layers) {
-  const totalRank = args.experts * args.rank;
-  const routerCommon = {
-    numExperts: Array(layers).fill(args.experts),
-    balance: { coef: 1e-3, form: 'layer', scope: 'micro' },
-    zLossCoef: 0,
+function plan(args, layers, defaultAdapterConfig) {
+  const adapter = (method, overrides) => {
+    const config = defaultAdapterConfig(method, layers, { dropout: 0, seed: 2, ...overrides });
+    // The worker puts every adapter on all 7 projections.
+    const { targetModules: _projections, ...rest } = { ...config, alpha: 2 * config.rank };
+    return rest;
   };
+  const numExperts = Array(layers).fill(args.experts);
   const mixture = {
-    mola: { method: 'mola', rank: args.rank, ...routerCommon, topK: Array(layers).fill(args.topK) },
-    loramoe: { method: 'loramoe', rank: args.rank, ...routerCommon, blcAlpha: 0, blcWeight: 0 },
-    dynmole: {
-      method: 'dynmole',
-      rank: args.rank,
-      ...routerCommon,
-      // DynMoLE's reference pools its load balance over every site of every layer.
-      balance: { coef: 1e-3, form: 'pooled', scope: 'micro' },
-      topP: 0.75,
-      keepTopK: 2,
-      entropyIndex: 1.1,
-      entropyThreshold: 0.9,
-      entropyEps: 1e-5,
-      entropyCoef: 0.01,
-    },
-    flylora: { method: 'flylora', rank: args.flyRank, topK: args.flyTopK, select: 'signed', biasRate: 1e-3 },
+    mola: () => adapter('mola', { rank: args.rank, numExperts, topK: Array(layers).fill(args.topK) }),
+    // LoRAMoE's defaults have no load balance; the native engine computes the Switch one here
+    // (coef 1e-3, negligible work), which the LoRAMoE reference does not have.
+    loramoe: () =>
+      adapter('loramoe', { rank: args.rank, numExperts, balance: { coef: 1e-3, form: 'layer', scope: 'micro' } }),
+    // DynMoLE's defaults pool the load balance over every site of every layer, as its reference.
+    dynmole: () => adapter('dynmole', { rank: args.rank, numExperts }),
+    flylora: () => adapter('flylora', { rank: args.flyRank, topK: args.flyTopK }),
   };
   const runs = [];
   const loraRun = (rank) => {
     const name = `lora-r${rank}`;
     if (!runs.some((r) => r.name === name))
-      runs.push({ name, method: 'lora', adapter: { method: 'lora', rank }, expertRank: rank, totalRank: rank });
+      runs.push({ name, method: 'lora', adapter: adapter('lora', { rank }), expertRank: rank, totalRank: rank });
     return name;
   };
   for (const method of args.methods) {
-    const adapter = mixture[method];
-    const total = method === 'flylora' ? args.flyRank : totalRank;
+    const total = method === 'flylora' ? args.flyRank : args.experts * args.rank;
     const reference = loraRun(total);
     runs.push({
       name: method,
       method,
-      adapter,
+      adapter: mixture[method](),
       expertRank: method === 'flylora' ? 1 : args.rank,
       totalRank: total,
       reference,
@@ -200,110 +129,37 @@ function plan(args, layers) {
       speedupTarget: method !== 'flylora',
     });
   }
-  for (const r of runs) r.adapter = { useRslora: false, dropout: 0, seed: 2, ...r.adapter, alpha: 2 * r.adapter.rank };
   // Plain LoRA first, so the references are there for every mixture.
   return [...runs.filter((r) => r.method === 'lora'), ...runs.filter((r) => r.method !== 'lora')];
 }
 
-/** torch_mixture_step.py's flags for one run. */
-function torchFlags(run, args, m) {
-  const a = run.adapter;
-  return flags({
-    method: run.method,
-    threads: args.threads,
-    iters: args.iters,
-    warmup: args.warmup,
-    hidden: m.hidden,
-    layers: m.layers,
-    heads: m.heads,
-    'kv-heads': m.kvHeads,
-    intermediate: m.intermediate,
-    vocab: m.vocab,
-    seq: m.seq,
-    batch: m.batch,
-    experts: args.experts,
-    rank: a.rank,
-    alpha: a.alpha,
-    'top-k': run.method === 'flylora' ? a.topK : run.method === 'mola' ? args.topK : 2,
-    lr: TRAIN.lr,
-    'max-grad-norm': TRAIN.maxGradNorm,
-    seed: TRAIN.seed,
-  });
-}
-
-// ------------------------------------------------------------------------------------ builds
-
-/** Builds the addon and the TypeScript dist when missing or older than their sources. */
-function ensureBuilds(args) {
-  const built = [];
-  const nativeSources = Math.max(
-    newestMtime(join(root, 'native', 'src'), ['.cpp', '.h', '.inc']),
-    newestMtime(join(root, 'native', 'include'), ['.h']),
-    newestMtime(join(root, 'native', 'binding'), ['.cc', '.h']),
-    mtime(join(root, 'native', 'CMakeLists.txt')),
-  );
-  const addonStale = mtime(ADDON) < nativeSources;
-  const formatsStale = mtime(FORMATS_DIST) < newestMtime(join(root, 'libs', 'formats', 'src'), ['.ts']);
-  const engineStale =
-    mtime(ENGINE_DIST) < newestMtime(join(root, 'libs', 'engine', 'src'), ['.ts']) || !existsSync(RANDOM_MODEL_DIST);
-  if (!args.build || args.skipNative) {
-    const stale = [addonStale && 'addon', formatsStale && 'libs/formats/dist', engineStale && 'libs/engine/dist'];
-    if (!args.skipNative && stale.some(Boolean))
-      log(`warning: older than their sources (--no-build): ${stale.filter(Boolean).join(', ')}`);
-    return { built, stale: args.skipNative ? [] : stale.filter(Boolean) };
-  }
-  if (addonStale) {
-    const before = mtime(ADDON);
-    runVisible('npm', ['run', 'build:native']);
-    if (mtime(ADDON) !== before) built.push('addon');
-  }
-  const tsc = join(root, 'node_modules', '.bin', 'tsc');
-  if (formatsStale) {
-    runVisible(tsc, ['-p', join(root, 'libs', 'formats', 'tsconfig.build.json')]);
-    built.push('libs/formats/dist');
-  }
-  if (engineStale || formatsStale) {
-    runVisible(tsc, ['-p', join(root, 'libs', 'engine', 'tsconfig.build.json')]);
-    built.push('libs/engine/dist');
-  }
-  return { built, stale: [] };
+/** torch_mixture_step.py's flags for one run, besides the model's and the run's. */
+function torchFlags(run, args) {
+  const { rank, alpha } = run.adapter;
+  const topK = { mola: args.topK, flylora: run.adapter.topK }[run.method] ?? 2;
+  return { method: run.method, experts: args.experts, rank, alpha, 'top-k': topK };
 }
 
 // ------------------------------------------------------------------------------------ peers
 
 async function runNative(run, args) {
-  const argv = [
-    fileURLToPath(import.meta.url),
-    '--worker',
-    JSON.stringify(run),
-    ...flags({ threads: args.threads, iters: args.iters, warmup: args.warmup }),
-  ];
+  const argv = common.flags({ threads: args.threads, iters: args.iters, warmup: args.warmup });
   if (args.small) argv.push('--small');
-  let out;
   try {
-    out = await runCapture(process.execPath, argv);
+    return await common.runWorker(SELF, JSON.stringify(run), argv);
   } catch (error) {
-    let detail = '';
-    try {
-      detail = lastJsonLine(error.stdout ?? '', RESULT_TAG).error ?? '';
-    } catch {
-      // no result line: the worker crashed
-    }
-    return { error: `${error.message}${detail ? ': ' + detail : ''}` };
+    if (error.detail === undefined) throw error;
+    return { error: `${error.message}${error.detail ? ': ' + error.detail : ''}` };
   }
-  return lastJsonLine(out, RESULT_TAG);
 }
 
-async function runTorch(run, args, m, passive) {
-  const env = { ...process.env };
-  if (passive) env.OMP_WAIT_POLICY = 'PASSIVE';
-  else delete env.OMP_WAIT_POLICY;
-  log(`pytorch loop, ${run.name} (${passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is'}) …`);
+async function runPytorch(run, args, m, passive) {
+  common.log(`pytorch loop, ${run.name} (${common.torchSetting(passive)}) …`);
   try {
-    const r = lastJsonLine(await runCapture(PYTHON, [TORCH_SCRIPT, ...torchFlags(run, args, m)], { env }));
-    return { ...r, setting: passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is' };
+    const r = await common.runTorch(TORCH_SCRIPT, args, m, passive, torchFlags(run, args));
+    return { ...r, setting: common.torchSetting(passive) };
   } catch (error) {
-    return { error: error.message, setting: passive ? 'OMP_WAIT_POLICY=PASSIVE' : 'as-is' };
+    return { error: error.message, setting: common.torchSetting(passive) };
   }
 }
 
@@ -317,27 +173,13 @@ function uniformValues(engineLib, seed, salt, count, std) {
   return values;
 }
 
-/** Runs inside a child process: one adapter on the native engine; prints RESULT_TAG + JSON. */
+/** Runs inside a child process (see common.workerMain): one adapter on the native engine; returns its result. */
 async function worker(run, args) {
-  const m = args.small ? SMALL : FULL;
-  const engineLib = await import(pathToFileURL(ENGINE_DIST).href);
-  const testing = await import(pathToFileURL(RANDOM_MODEL_DIST).href);
-  const { Engine, Optimizer, PROJECTIONS, nativeInfo } = engineLib;
-  const config = testing.randomLlamaConfig({
-    vocabSize: m.vocab,
-    hiddenSize: m.hidden,
-    intermediateSize: m.intermediate,
-    numLayers: m.layers,
-    numHeads: m.heads,
-    numKvHeads: m.kvHeads,
-    headDim: m.hidden / m.heads,
-    maxPositionEmbeddings: Math.max(2048, m.seq),
+  const m = args.small ? common.SMALL_MODEL : common.FULL_MODEL;
+  const { engineLib, testing, model, t0, makeOptimizer, makeBatch } = await common.randomModel(m, 'native', {
+    threads: args.threads,
   });
-  const engine = Engine.create('native', { threads: args.threads });
-  const t0 = performance.now();
-  const model = await engine.createModel(config);
-  for (const [name, values] of testing.randomWeights(config, 1)) model.backend.setTensor(name, values);
-  const adapter = { ...run.adapter, targetModules: [...PROJECTIONS] };
+  const adapter = { ...run.adapter, targetModules: [...engineLib.PROJECTIONS] };
   model.attachAdapter(adapter);
   // B ≠ 0 (as in torch_mixture_step.py), so every gradient, the routers' included, is non-trivial.
   const bNames = model.backend.tensorNames('adapter').filter((n) => /lora_B/.test(n));
@@ -346,24 +188,15 @@ async function worker(run, args) {
     const std = 0.1 / Math.sqrt(run.expertRank);
     model.backend.setTensor(name, uniformValues(engineLib, 3, testing.hashName(name), count, std));
   }
-  const optimizer = new Optimizer(model, {
-    beta1: TRAIN.beta1,
-    beta2: TRAIN.beta2,
-    eps: TRAIN.eps,
-    weightDecay: TRAIN.weightDecay,
-    maxGradNorm: TRAIN.maxGradNorm,
-    seed: TRAIN.seed,
-    recompute: false,
-    schedule: { kind: 'constant', lr: TRAIN.lr, warmupSteps: 0, totalSteps: 1000, minLrRatio: 0 },
-  });
-  const batch = testing.randomTrainBatch(config, { batch: m.batch, seqLen: m.seq, seed: 4, ignoredFraction: 0 });
+  const optimizer = makeOptimizer();
+  const batch = makeBatch();
   const result = {
     run: run.name,
-    setup_s: round((performance.now() - t0) / 1000, 3),
+    setup_s: common.round((performance.now() - t0) / 1000, 3),
     trainable_params: model.parameterCount('trainable'),
     adapter_tensors: model.backend.tensorNames('adapter').length,
     b_tensors_randomised: bNames.length,
-    nativeInfo: nativeInfo(),
+    nativeInfo: engineLib.nativeInfo(),
   };
   if (!bNames.length) result.warning = 'no lora_B tensor found: B left at its initial zero';
 
@@ -379,20 +212,13 @@ async function worker(run, args) {
         (r.aux?.total ? `  aux ${r.aux.total.toFixed(5)}` : ''),
     );
   }
-  const times = steps.slice(args.warmup).map((r) => r.s);
   Object.assign(result, {
-    warmup_seconds: steps.slice(0, args.warmup).map((r) => round(r.s, 4)),
-    step_seconds: times.map((t) => round(t, 4)),
-    median_s: round(median(times), 4),
-    best_s: round(Math.min(...times), 4),
-    tokens_per_s: round((m.batch * m.seq) / median(times), 2),
-    loss_first: steps[0].loss,
-    loss_last: steps[steps.length - 1].loss,
+    ...common.stepTimes(steps.slice(0, args.warmup), steps.slice(args.warmup), m),
     aux_last: steps[steps.length - 1].aux,
     routing: summariseRouting(model.routingStats()),
   });
   model.dispose();
-  process.stdout.write(RESULT_TAG + JSON.stringify(result) + '\n');
+  return result;
 }
 
 /** Routing statistics over all steps, averaged over sites: experts per token, broadcast fraction. */
@@ -401,15 +227,13 @@ function summariseRouting(stats) {
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   return {
     sites: stats.length,
-    mean_experts_per_token: round(mean(stats.map((s) => s.load.reduce((a, b) => a + b, 0))), 4),
-    broadcast_fraction: round(mean(stats.map((s) => s.broadcast)), 4),
-    mean_entropy: stats[0].entropy === null ? null : round(mean(stats.map((s) => s.entropy)), 4),
+    mean_experts_per_token: common.round(mean(stats.map((s) => s.load.reduce((a, b) => a + b, 0))), 4),
+    broadcast_fraction: common.round(mean(stats.map((s) => s.broadcast)), 4),
+    mean_entropy: stats[0].entropy === null ? null : common.round(mean(stats.map((s) => s.entropy)), 4),
   };
 }
 
 // ------------------------------------------------------------------------------------ report
-
-const fmt = (x, digits = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(digits));
 
 function rows(report) {
   const byName = new Map(report.runs.map((r) => [r.name, r]));
@@ -430,10 +254,10 @@ function rows(report) {
       reference: r.reference ?? null,
       native_s: native,
       native_tokens_per_s: r.native?.tokens_per_s ?? null,
-      ratio_to_lora: native && ref ? round(native / ref, 4) : null,
+      ratio_to_lora: native && ref ? common.round(native / ref, 4) : null,
       pytorch_s: torch,
       pytorch_setting: r.pytorch?.setting ?? null,
-      speedup_vs_pytorch: native && torch ? round(torch / native, 4) : null,
+      speedup_vs_pytorch: native && torch ? common.round(torch / native, 4) : null,
       speedup_target: r.speedupTarget ?? false,
       native_error: r.native?.error ?? null,
       pytorch_error: r.pytorch?.error ?? null,
@@ -445,19 +269,19 @@ function targets(table, smoke) {
   const out = [];
   for (const row of table) {
     if (row.method === 'lora') continue;
-    const verdict = (ok) => (ok === null || smoke ? null : ok);
+    const pass = (ok) => (ok === null || smoke ? null : ok);
     out.push({
       name: `${row.name} vs native LoRA ${row.reference}`,
       value: row.ratio_to_lora,
       target: `≤ ${TARGET_RATIO}×`,
-      pass: verdict(row.ratio_to_lora === null ? null : row.ratio_to_lora <= TARGET_RATIO),
+      pass: pass(row.ratio_to_lora === null ? null : row.ratio_to_lora <= TARGET_RATIO),
     });
     out.push({
       name: `${row.name} native vs PyTorch loop`,
       value: row.speedup_vs_pytorch,
       target: row.speedup_target ? `≥ ${TARGET_SPEEDUP}×` : 'reported (rank-1 experts, not 8×8)',
       pass: row.speedup_target
-        ? verdict(row.speedup_vs_pytorch === null ? null : row.speedup_vs_pytorch >= TARGET_SPEEDUP)
+        ? pass(row.speedup_vs_pytorch === null ? null : row.speedup_vs_pytorch >= TARGET_SPEEDUP)
         : null,
     });
   }
@@ -465,35 +289,26 @@ function targets(table, smoke) {
 }
 
 function printTable(report) {
-  const header = ['method', 'adapter', 'native s', 'tok/s', '÷ LoRA', 'torch loop s', 'speed-up', 'others'];
-  const busy = (name) => {
-    const l = report.load.phases[name];
-    return l ? fmt(l.foreign_cores, 2) : '—';
-  };
   const lines = report.table.map((r) => [
     r.name,
     r.adapter,
-    r.native_error ? 'error' : fmt(r.native_s, 3),
-    fmt(r.native_tokens_per_s, 0),
-    r.ratio_to_lora === null ? '' : `${fmt(r.ratio_to_lora, 2)}× ${r.reference}`,
-    r.pytorch_error ? 'error' : fmt(r.pytorch_s, 3),
-    r.speedup_vs_pytorch === null ? '—' : `${fmt(r.speedup_vs_pytorch, 2)}×`,
-    `${busy(`native_${r.name}`)} / ${busy(`pytorch_${r.name}`)}`,
+    r.native_error ? 'error' : common.fmt(r.native_s, 3),
+    common.fmt(r.native_tokens_per_s, 0),
+    r.ratio_to_lora === null ? '' : `${common.fmt(r.ratio_to_lora, 2)}× ${r.reference}`,
+    r.pytorch_error ? 'error' : common.fmt(r.pytorch_s, 3),
+    r.speedup_vs_pytorch === null ? '—' : `${common.fmt(r.speedup_vs_pytorch, 2)}×`,
+    `${common.others(report, `native_${r.name}`)} / ${common.others(report, `pytorch_${r.name}`)}`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
-  const left = new Set([0, 1, 4]);
-  const line = (r) =>
-    r.map((c, i) => (left.has(i) ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
   console.log(`\nMixture step: ${report.model.label}`);
   console.log(`${report.threads} threads; PyTorch: ${report.torch_setting}`);
-  console.log(line(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const l of lines) console.log(line(l));
+  const header = ['method', 'adapter', 'native s', 'tok/s', '÷ LoRA', 'torch loop s', 'speed-up', 'others'];
+  common.printRows(header, lines, new Set([0, 1, 4]));
   console.log("('others': average cores used by other processes during the native / PyTorch measurement)\n");
   if (report.model.smoke) console.log('smoke-test size (--small): no verdict');
   for (const t of report.targets) {
-    const status = t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL';
-    console.log(`${status}  ${t.name.padEnd(40)} ${fmt(t.value, 2).padStart(6)}×  (target ${t.target})`);
+    console.log(
+      `${common.verdict(t.pass)}  ${t.name.padEnd(40)} ${common.fmt(t.value, 2).padStart(6)}×  (target ${t.target})`,
+    );
   }
   for (const r of report.table) {
     if (r.native_error) console.log(`native ${r.name}: ${r.native_error.split('\n')[0].slice(0, 300)}`);
@@ -505,38 +320,27 @@ function printTable(report) {
 // ------------------------------------------------------------------------------------ main
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.worker) {
-    try {
-      await worker(JSON.parse(args.worker), args);
-    } catch (error) {
-      process.stdout.write(RESULT_TAG + JSON.stringify({ error: error?.stack ?? String(error) }) + '\n');
-      process.exitCode = 1;
-    }
-    return;
-  }
-  const m = args.small ? SMALL : FULL;
+  const args = common.parseCommandLine(process.argv.slice(2), { help: HELP, options: OPTIONS, check: checkArgs });
+  if (args.worker) return common.workerMain(() => worker(JSON.parse(args.worker), args));
+  const m = args.small ? common.SMALL_MODEL : common.FULL_MODEL;
   const started = new Date();
-  const runs = plan(args, m.layers);
-  log(
+  const builds = common.ensureBuilds(args, { needed: !args.skipNative });
+  const { defaultAdapterConfig } = await import(pathToFileURL(common.ENGINE_METHODS_DIST).href);
+  const runs = plan(args, m.layers, defaultAdapterConfig);
+  common.log(
     `methods-cpu benchmark, ${args.small ? 'SMALL smoke config' : 'full config'}, ${args.threads} threads: ${runs.map((r) => r.name).join(', ')}`,
   );
-  const builds = ensureBuilds(args);
 
-  const load = {};
-  const waited = {};
-  const settle = async (name) => {
-    const w = await waitIdle(args.waitIdle);
-    if (w !== null) waited[name] = w;
-  };
+  const record = common.phases(args.waitIdle);
+  const { load, settle, phase } = record;
 
   if (!args.skipNative) {
     for (const run of runs) {
       const name = `native_${run.name}`;
       await settle(name);
-      log(`native engine, ${run.name} …`);
-      run.native = await phase(load, name, () => runNative(run, args));
-      if (run.native.error) log(`native ${run.name} failed: ${run.native.error.split('\n')[0]}`);
+      common.log(`native engine, ${run.name} …`);
+      run.native = await phase(name, () => runNative(run, args));
+      if (run.native.error) common.log(`native ${run.name} failed: ${run.native.error.split('\n')[0]}`);
     }
   }
   if (!args.skipTorch) {
@@ -546,7 +350,7 @@ async function main() {
       for (const passive of settings) {
         const name = `pytorch_${run.name}${settings.length > 1 ? (passive ? '_passive' : '_as_is') : ''}`;
         await settle(name);
-        tries.push(await phase(load, name, () => runTorch(run, args, m, passive)));
+        tries.push(await phase(name, () => runPytorch(run, args, m, passive)));
         if (settings.length > 1) load[`pytorch_${run.name}`] ??= load[name];
       }
       const ok = tries.filter((t) => !t.error);
@@ -575,48 +379,27 @@ async function main() {
       flyTopK: args.flyTopK,
       note: 'native loramoe also computes a Switch load balance (coef 1e-3, negligible work) that the LoRAMoE reference does not have; dynmole uses the pooled form, as its reference',
     },
-    train: TRAIN,
+    train: common.TRAIN,
     machine: {
-      cpu: lscpuModel(),
-      node: process.version,
-      env: Object.fromEntries(
-        ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'].map(
-          (k) => [k, process.env[k] ?? null],
-        ),
-      ),
+      ...common.machineInfo(),
       native: runs.find((r) => r.native?.nativeInfo)?.native.nativeInfo ?? null,
       torch: (() => {
         const t = runs.find((r) => r.pytorch && !r.pytorch.error)?.pytorch;
         return t ? { version: t.torch_version, package: t.torch_package, blas: t.blas, openblas: t.openblas } : null;
       })(),
     },
-    builds: { ...builds, ...provenance() },
-    load: {
-      note: 'foreign_cores: CPU used by other processes during each measurement (average cores); > 0.1 means it was contended',
-      loadavg_end: existsSync('/proc/loadavg') ? readFileSync('/proc/loadavg', 'utf8').trim() : null,
-      waited_for_idle_s: waited,
-      phases: load,
-    },
+    builds: { ...builds, ...common.provenance() },
+    load: common.loadReport(
+      'foreign_cores: CPU used by other processes during each measurement (average cores); > 0.1 means it was contended',
+      record,
+    ),
     runs,
   };
   report.table = rows(report);
   report.targets = targets(report.table, args.small);
-  report.duration_s = round((Date.now() - started.getTime()) / 1000, 1);
-  const outFile =
-    args.out ??
-    join(
-      root,
-      'bench',
-      'out',
-      `methods-cpu-${started.toISOString().replace(/[:.]/g, '-')}${args.small ? '-small' : ''}.json`,
-    );
-  mkdirSync(dirname(outFile), { recursive: true });
-  report.outFile = relative(root, outFile);
-  writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+  report.duration_s = common.round((Date.now() - started.getTime()) / 1000, 1);
+  common.writeReport(report, args, started);
   printTable(report);
 }
 
-main().catch((error) => {
-  console.error(error?.stack ?? String(error));
-  process.exit(1);
-});
+common.runScript(main);

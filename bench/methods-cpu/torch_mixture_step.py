@@ -52,18 +52,21 @@ is finite and decreases, every trainable tensor gets a finite non-zero gradient,
 stays frozen and its bias moves. Exit status 1 on a failure.
 
 Output: one JSON line on stdout (median step seconds, tokens/s, ...), a summary on stderr.
-Thread handling (OMP/OpenBLAS variables set before torch loads) and the BLAS report are
-``bench/engine-cpu/torch_step.py``'s, imported from there.
+Thread handling (OMP/OpenBLAS variables set before torch loads), the BLAS report and the decoder
+around the adapted projections are shared with ``bench/engine-cpu/torch_step.py``:
+``bench/lib/torch_setup.py`` and ``bench/lib/torch_common.py``.
 """
 
 import argparse
-import importlib
 import json
 import math
 import os
 import statistics
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in bench/lib
+import torch_setup  # noqa: E402
 
 METHODS = ("lora", "mola", "loramoe", "dynmole", "flylora")
 ROUTED = ("mola", "loramoe", "dynmole")
@@ -75,14 +78,7 @@ SMALL = dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=176, vocab=2
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--method", choices=METHODS, default="mola")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=1408)
-    p.add_argument("--vocab", type=int, default=8192)
-    p.add_argument("--seq", type=int, default=512)
-    p.add_argument("--batch", type=int, default=4)
+    torch_setup.add_model_args(p)
     p.add_argument("--small", action="store_true", help="the runner's smoke-test model (overrides the sizes)")
     p.add_argument("--experts", type=int, default=8, help="experts per site (mola, loramoe, dynmole)")
     p.add_argument("--rank", type=int, default=None,
@@ -98,14 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--entropy-eps", type=float, default=1e-5)
     p.add_argument("--entropy-coef", type=float, default=0.01)
     p.add_argument("--fly-bias-rate", type=float, default=1e-3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="default 1e-4 (1e-2 with --check)")
+    torch_setup.add_run_args(p, lr=None, lr_help="default 1e-4 (1e-2 with --check)")
     p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--rope-theta", type=float, default=10000.0)
-    p.add_argument("--rms-eps", type=float, default=1e-5)
+    torch_setup.add_rope_norm_args(p)
     p.add_argument("--check", action="store_true", help="correctness checks instead of timing (all methods)")
     a = p.parse_args(argv)
     if a.small:
@@ -121,8 +112,7 @@ def parse_args(argv=None):
         a.lr = 1e-2 if a.check else 1e-4
     if a.hidden % a.heads or a.heads % a.kv_heads or (a.hidden // a.heads) % 2:
         p.error("need hidden % heads == 0, heads % kv-heads == 0 and an even head dim")
-    if a.threads < 1 or a.iters < 1 or a.warmup < 0 or a.seq < 2:
-        p.error("need --threads >= 1, --iters >= 1, --warmup >= 0, --seq >= 2")
+    torch_setup.check_run_args(p, a)
     if a.method == "mola" and not 1 <= a.top_k <= a.experts:
         p.error("mola needs 1 <= --top-k <= --experts")
     if a.method == "flylora" and (a.rank % a.top_k or a.top_k > a.rank):
@@ -131,28 +121,10 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-
-
-def import_engine_cpu_peer(threads):
-    """bench/engine-cpu/torch_step.py, imported for its thread set-up and BLAS report.
-
-    It parses the command line and sizes the OMP/OpenBLAS thread pools when imported (before
-    torch loads), so it is given a command line with only the thread count.
-    """
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "engine-cpu"))
-    saved = sys.argv
-    sys.argv = [saved[0], "--threads", str(threads)]
-    try:
-        return importlib.import_module("torch_step")
-    finally:
-        sys.argv = saved
-        sys.path.pop(0)
-
-
-peer = import_engine_cpu_peer(ARGS.threads)
-import torch  # noqa: E402  (after the thread pools are sized)
+torch = torch_setup.start_torch(ARGS.threads)  # the thread pools are sized before torch loads
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import torch_common as tc  # noqa: E402
 
 
 # --------------------------------------------------------------------------- adapters
@@ -222,6 +194,13 @@ class RoutedSite(Site):
         B = torch.cat([e.lora_B.weight for e in self.experts_], 1)
         return A, B
 
+    def forward(self, x):
+        """y = x W^T + the mixture's delta, over the tokens as rows [T, in] (mola, dynmole)."""
+        shape = x.shape
+        xf = x.reshape(-1, self.in_f)
+        y = self.base(xf)
+        return (y + self.delta(xf)).reshape(*shape[:-1], self.out_f)
+
     def loop(self, xf, weight, routed):
         """Σ_e over the tokens routed to e: s * B_e(A_e(x)) * w[t, e]; routed: bool [T, E]."""
         delta = torch.zeros(xf.shape[0], self.out_f, dtype=xf.dtype)
@@ -235,17 +214,14 @@ class RoutedSite(Site):
 
 
 class MolaSite(RoutedSite):
-    def forward(self, x):
-        shape = x.shape
-        xf = x.reshape(-1, self.in_f)
-        y = self.base(xf)
+    def delta(self, xf):
         logits = self.router(xf)
         p = F.softmax(logits, dim=-1, dtype=torch.float32)
         w, sel = torch.topk(p, self.a.top_k, dim=-1)
         w = (w / w.sum(dim=-1, keepdim=True)).to(xf.dtype)
         # Mixtral's loop: expert_mask [E, k, T]; torch.where gives (slot, token) per expert.
         expert_mask = F.one_hot(sel, num_classes=self.experts).permute(2, 1, 0)
-        delta = torch.zeros_like(y)
+        delta = torch.zeros(xf.shape[0], self.out_f, dtype=xf.dtype)
         for e, expert in enumerate(self.experts_):
             slot, tokens = torch.where(expert_mask[e])
             if tokens.numel() == 0:
@@ -255,7 +231,7 @@ class MolaSite(RoutedSite):
         self.sink.append((self.layer, p, sel))
         if self.keep_gates:
             self.last_gates = torch.zeros_like(p).scatter(1, sel, w).detach()
-        return (y + delta).reshape(*shape[:-1], self.out_f)
+        return delta
 
 
 class LoramoeSite(RoutedSite):
@@ -290,10 +266,7 @@ def dynmole_mask(p, entropy, a):
 
 
 class DynmoleSite(RoutedSite):
-    def forward(self, x):
-        shape = x.shape
-        xf = x.reshape(-1, self.in_f)
-        y = self.base(xf)
+    def delta(self, xf):
         logits = self.router(xf.float())
         p = F.softmax(logits, dim=-1, dtype=torch.float32)
         entropy = tsallis_normalised(p, self.a.entropy_index, self.a.entropy_eps)
@@ -303,7 +276,7 @@ class DynmoleSite(RoutedSite):
         self.sink.append((self.layer, p, w, entropy, keep))
         if self.keep_gates:
             self.last_gates = w.detach()
-        return (y + delta).reshape(*shape[:-1], self.out_f)
+        return delta
 
 
 def flylora_sparse_a(rank, in_f, k):
@@ -381,56 +354,7 @@ def aux_loss(method, records, a):
 # --------------------------------------------------------------------------- model
 
 
-class Attention(nn.Module):
-    def __init__(self, a, site):
-        super().__init__()
-        self.h, self.kv = a.heads, a.kv_heads
-        self.hd = a.hidden // a.heads
-        d = a.hidden
-        self.q_proj = site(d, self.h * self.hd)
-        self.k_proj = site(d, self.kv * self.hd)
-        self.v_proj = site(d, self.kv * self.hd)
-        self.o_proj = site(self.h * self.hd, d)
-
-    def forward(self, x, cos, sin, mask):
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.h, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv, self.hd).transpose(1, 2)
-        q, k = peer.apply_rope(q, cos, sin), peer.apply_rope(k, cos, sin)
-        k = peer.repeat_kv(k, self.h // self.kv)
-        v = peer.repeat_kv(v, self.h // self.kv)
-        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.hd) + mask
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        o = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, self.h * self.hd)
-        return self.o_proj(o)
-
-
-class MLP(nn.Module):
-    def __init__(self, a, site):
-        super().__init__()
-        self.gate_proj = site(a.hidden, a.intermediate)
-        self.up_proj = site(a.hidden, a.intermediate)
-        self.down_proj = site(a.intermediate, a.hidden)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Layer(nn.Module):
-    def __init__(self, a, site):
-        super().__init__()
-        self.input_layernorm = peer.RMSNorm(a.hidden, a.rms_eps)
-        self.self_attn = Attention(a, site)
-        self.post_attention_layernorm = peer.RMSNorm(a.hidden, a.rms_eps)
-        self.mlp = MLP(a, site)
-
-    def forward(self, h, cos, sin, mask):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-
-class Llama(nn.Module):
+class Llama(tc.Decoder):
     def __init__(self, a):
         super().__init__()
         self.method = a.method
@@ -438,20 +362,14 @@ class Llama(nn.Module):
         cls = SITE_CLASSES[a.method]
         layers = []
         for layer in range(a.layers):
-            layers.append(Layer(a, lambda i, o, layer=layer: cls(i, o, a, self.sink, layer)))
+            layers.append(tc.Layer(a, lambda i, o, layer=layer: cls(i, o, a, self.sink, layer)))
         self.sink.clear()
         self.layers = nn.ModuleList(layers)
         self.embed_tokens = nn.Embedding(a.vocab, a.hidden)
-        self.norm = peer.RMSNorm(a.hidden, a.rms_eps)
+        self.norm = tc.RMSNorm(a.hidden, a.rms_eps)
         self.lm_head = nn.Linear(a.hidden, a.vocab, bias=False)
-        nn.init.normal_(self.embed_tokens.weight, std=1.0 / math.sqrt(a.hidden))
-        nn.init.normal_(self.lm_head.weight, std=1.0 / math.sqrt(a.hidden))
-        self.embed_tokens.weight.requires_grad_(False)
-        self.lm_head.weight.requires_grad_(False)
-        cos, sin = peer.rope_tables(a.seq, a.hidden // a.heads, a.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-        self.register_buffer("mask", torch.full((a.seq, a.seq), float("-inf")).triu(1), persistent=False)
+        self.init_frozen_head(1.0 / math.sqrt(a.hidden))
+        self.add_buffers(a)
         self.a = a
 
     def sites(self):
@@ -460,24 +378,10 @@ class Llama(nn.Module):
     def forward(self, ids, targets):
         """(total loss, cross-entropy, auxiliary loss or None, routing stats)."""
         self.sink.clear()
-        t = ids.shape[1]
-        cos, sin, mask = self.cos[:t], self.sin[:t], self.mask[:t, :t]
-        h = self.embed_tokens(ids)
-        for layer in self.layers:
-            h = layer(h, cos, sin, mask)
-        logits = self.lm_head(self.norm(h))
-        ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), ignore_index=-100)
+        ce = tc.cross_entropy(self.logits(ids), targets)
         aux, stats = aux_loss(self.method, self.sink, self.a)
         self.sink.clear()
         return (ce if aux is None else ce + aux), ce, aux, stats
-
-
-def fixed_batch(a):
-    g = torch.Generator().manual_seed(a.seed + 1)
-    ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
-    targets = torch.full_like(ids, -100)
-    targets[:, :-1] = ids[:, 1:]
-    return ids, targets
 
 
 def build(a):
@@ -490,11 +394,7 @@ def build(a):
 
 
 def train_step(model, trainable, opt, ids, targets, a):
-    opt.zero_grad(set_to_none=True)
-    loss, ce, aux, stats = model(ids, targets)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, a.max_grad_norm)
-    opt.step()
+    (_, ce, aux, stats), grad_norm = tc.train_step(opt, trainable, a.max_grad_norm, lambda: model(ids, targets))
     return float(ce), (None if aux is None else float(aux)), float(grad_norm), stats
 
 
@@ -503,33 +403,20 @@ def train_step(model, trainable, opt, ids, targets, a):
 
 def bench(a):
     model, trainable, opt = build(a)
-    ids, targets = fixed_batch(a)
+    ids, targets = tc.fixed_batch(a)
     n_train = sum(p.numel() for p in trainable)
     n_all = sum(p.numel() for p in model.parameters())
-    times, losses, auxes = [], [], []
-    stats = {}
-    for it in range(a.warmup + a.iters):
-        t0 = time.perf_counter()
-        ce, aux, gnorm, stats = train_step(model, trainable, opt, ids, targets, a)
-        dt = time.perf_counter() - t0
-        losses.append(ce)
-        auxes.append(aux)
-        if it >= a.warmup:
-            times.append(dt)
-        sys.stderr.write("  %s step %2d%s  %.3f s  loss %.5f%s\n" % (
-            a.method, it, " (warm-up)" if it < a.warmup else "", dt, ce,
-            "" if aux is None else "  aux %.5f" % aux))
+    steps, times = tc.time_steps(
+        a, lambda: train_step(model, trainable, opt, ids, targets, a),
+        lambda it, warm, dt, r: "  %s step %2d%s  %.3f s  loss %.5f%s\n" % (
+            a.method, it, warm, dt, r[0], "" if r[1] is None else "  aux %.5f" % r[1]))
+    losses = [r[0] for r in steps]
     med = statistics.median(times)
     config = {k: getattr(a, k) for k in vars(a)}
     result = {
         "peer": "pytorch-loop",
         "method": a.method,
-        "torch_version": peer.torch.__version__,
-        "torch_package": peer.debian_package_version("python3-torch"),
-        "threads": torch.get_num_threads(),
-        "blas": peer.blas_summary(),
-        "openblas": peer.openblas_runtime(),
-        "env": {k: os.environ.get(k) for k in peer.ENV_REPORTED},
+        **tc.torch_fields(),
         "config": config,
         "adapter": {
             "experts": a.experts if a.method in ROUTED else (a.rank if a.method == "flylora" else 1),
@@ -540,15 +427,9 @@ def bench(a):
         },
         "params_trainable": n_train,
         "params_frozen": n_all - n_train,
-        "step_seconds": [round(t, 6) for t in times],
-        "median_s": round(med, 6),
-        "best_s": round(min(times), 6),
-        "tokens_per_s": round(a.batch * a.seq / med, 3),
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "losses": losses,
-        "aux_losses": auxes,
-        "routing": stats,
+        **tc.timing_fields(a, times, losses),
+        "aux_losses": [r[1] for r in steps],
+        "routing": steps[-1][3],
     }
     sys.stderr.write(
         "pytorch %s loop | %s | threads %d | d=%d L=%d F=%d V=%d batch %d x seq %d | %s"
@@ -646,7 +527,7 @@ def check_training(a, failures):
         b.alpha = 2.0 * b.rank
         b.top_k = 8 if method == "flylora" else 2
         model, trainable, opt = build(b)
-        ids, targets = fixed_batch(b)
+        ids, targets = tc.fixed_batch(b)
         fly_a = [s.lora_A.weight.clone() for s in model.sites()] if method == "flylora" else None
         losses = []
         bad_grads = []
