@@ -84,29 +84,34 @@ describe('training config → engine adapter', () => {
       blcWeight: 0.2,
       targetModules: ['gate_proj', 'up_proj', 'down_proj'],
     });
-    expect(adapterConfigFor(parseTrainConfig({ ...base, method: 'dynmole' }), 2)).toMatchObject({
+    // Every field set away from its default (the defaults themselves are checked above).
+    const dynmole = { top_p: 0.6, keep_top_k: 3, entropy_index: 1, entropy_threshold: 0.8, entropy_eps: 1e-6 };
+    expect(
+      adapterConfigFor(
+        parseTrainConfig({
+          ...base,
+          method: 'dynmole',
+          dynmole: { ...dynmole, entropy_coef: 0.05, balance: { scope: 'global' }, z_loss_coef: 0.01 },
+        }),
+        2,
+      ),
+    ).toMatchObject({
       method: 'dynmole',
-      numExperts: [6, 6],
-      topP: 0.75,
-      keepTopK: 2,
-      entropyIndex: 1.1,
-      entropyThreshold: 0.9,
-      entropyEps: 1e-5,
-      entropyCoef: 0.01,
-      balance: { coef: 1e-3, form: 'pooled', scope: 'micro' },
+      topP: 0.6,
+      keepTopK: 3,
+      entropyIndex: 1,
+      entropyThreshold: 0.8,
+      entropyEps: 1e-6,
+      entropyCoef: 0.05,
+      balance: { coef: 1e-3, form: 'pooled', scope: 'global' },
+      zLossCoef: 0.01,
     });
-    expect(adapterConfigFor(parseTrainConfig({ ...base, method: 'flylora' }), 2)).toEqual({
-      method: 'flylora',
-      rank: 32,
-      alpha: 64,
-      useRslora: false,
-      dropout: 0,
-      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-      seed: 7,
-      topK: 8,
-      select: 'signed',
-      biasRate: 1e-3,
-    });
+    expect(
+      adapterConfigFor(
+        parseTrainConfig({ ...base, method: 'flylora', flylora: { top_k: 4, select: 'abs', bias_rate: 0.01 } }),
+        2,
+      ),
+    ).toMatchObject({ method: 'flylora', topK: 4, select: 'abs', biasRate: 0.01 });
   });
 
   it('round-trips through the export spec with training-only settings neutral', () => {

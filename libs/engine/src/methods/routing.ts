@@ -4,6 +4,7 @@
  * load-balancing and z-loss values. The tfjs engine uses them for its gate masks and statistics;
  * tests use them as the reference. Everything is computed in float64.
  */
+import type { Projection } from '../types.js';
 
 /**
  * Indices of `scores` sorted by descending score, ties toward the lower index. NaN scores rank
@@ -145,4 +146,21 @@ export function zLoss(logits: ArrayLike<number>, experts: number, mask?: ArrayLi
 /** Row `t` of a `[rows, width]` row-major array. */
 export function rowOf(values: ArrayLike<number>, t: number, width: number): number[] {
   return Array.from({ length: width }, (_, e) => values[t * width + e]!);
+}
+
+/**
+ * The MoE-PEFT template that DynMoLE's defaults and the LoRAMoE re-implementation share
+ * (../shared/docs/methods.md §5–6): the FFN projections, 6 experts of r = 24 per layer, α = 48,
+ * dropout 0.05.
+ */
+export function moePeftFfnTemplate(numLayers: number) {
+  return {
+    rank: 24,
+    alpha: 48,
+    useRslora: false,
+    dropout: 0.05,
+    targetModules: ['gate_proj', 'up_proj', 'down_proj'] as Projection[],
+    seed: 0,
+    numExperts: Array.from({ length: numLayers }, () => 6),
+  };
 }

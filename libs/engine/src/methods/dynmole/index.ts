@@ -5,7 +5,7 @@
  * first `keep_top_k` ranked experts are always kept. Ties rank toward the lower expert index.
  */
 import type { DynmoleAdapterConfig } from '../../types.js';
-import { rankDescending } from '../routing.js';
+import { moePeftFfnTemplate, rankDescending } from '../routing.js';
 
 /**
  * Normalised Tsallis entropy `Ŝ_q(p) = S_q(p̃) / S_max` with `p̃ = p + ε` (not renormalised):
@@ -95,13 +95,7 @@ export function dynmoleRouteRows(
 export function dynmoleDefaults(numLayers: number): DynmoleAdapterConfig {
   return {
     method: 'dynmole',
-    rank: 24,
-    alpha: 48,
-    useRslora: false,
-    dropout: 0.05,
-    targetModules: ['gate_proj', 'up_proj', 'down_proj'],
-    seed: 0,
-    numExperts: Array.from({ length: numLayers }, () => 6),
+    ...moePeftFfnTemplate(numLayers),
     balance: { coef: 1e-3, form: 'pooled', scope: 'micro' },
     zLossCoef: 0,
     topP: 0.75,

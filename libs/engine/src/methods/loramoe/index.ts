@@ -3,6 +3,7 @@
  * the constraint `CV²(I ⊙ Q)` over a site's per-row importance `Q[b, e] = Σ_{t ∈ row b} m_t p_{t,e}`.
  */
 import type { LoramoeAdapterConfig } from '../../types.js';
+import { moePeftFfnTemplate } from '../routing.js';
 
 /**
  * The group of expert `e` among `E` (even): group 1 = experts `0 … E/2 − 1`, group 0 = the rest.
@@ -77,13 +78,7 @@ export function localizedBalancingConstraint(input: LbcInput): number {
 export function loramoeDefaults(numLayers: number): LoramoeAdapterConfig {
   return {
     method: 'loramoe',
-    rank: 24,
-    alpha: 48,
-    useRslora: false,
-    dropout: 0.05,
-    targetModules: ['gate_proj', 'up_proj', 'down_proj'],
-    seed: 0,
-    numExperts: Array.from({ length: numLayers }, () => 6),
+    ...moePeftFfnTemplate(numLayers),
     balance: { coef: 0, form: 'layer', scope: 'micro' },
     zLossCoef: 0,
     blcAlpha: 0,
