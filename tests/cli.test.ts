@@ -136,22 +136,95 @@ describe('clear errors', () => {
     expectFailure(['info', '--model', dir], /model\.safetensors/);
   });
 
-  it('reports every bad dataset row with its line and field', () => {
+  it('reports every bad dataset row with its line and field, and trains on the good ones', () => {
     writeFileSync(
       join(work.path, 'bad.jsonl'),
-      ['{"text": "fine"}', '{"txt": "typo"}', 'not json', '', '{"ids": [1, 2, 99999]}', '{"text": ""}'].join('\n'),
+      [
+        '{"text": "fine"}',
+        '{"txt": "typo"}',
+        'not json',
+        '',
+        '{"ids": [1, 2, 99999]}',
+        '{"text": ""}',
+        '{"instruction": "Add 1 and 1"}',
+        '{"prompt": "Capital of France?", "completion": ""}',
+        '{"prompt": 42, "completion": "no"}',
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}',
+      ].join('\n'),
     );
+    const runDir = join(work.path, 'bad-run');
     const result = runCli([
       'train',
       '--config',
-      trainConfig('bad-data', ['data: { train: ./bad.jsonl }', `output_dir: ${join(work.path, 'bad-run')}`]),
+      trainConfig('bad-data', [
+        'data: { train: ./bad.jsonl }',
+        'training: { max_steps: 2, micro_batch_size: 2 }',
+        `output_dir: ${runDir}`,
+      ]),
     ]);
-    expect(result.status).toBe(1);
-    expect(result.stderr).toMatch(/4 bad row/);
-    expect(result.stderr).toMatch(/line 2, \(row\): needs a "text" string or an "ids" array \(fields found: txt\)/);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/7 bad row\(s\) in .*bad\.jsonl left out/);
+    expect(result.stderr).toMatch(/line 2, \(row\): no known format: .*\(fields found: txt\)/);
     expect(result.stderr).toMatch(/line 3, \(row\): not valid JSON/);
     expect(result.stderr).toMatch(/line 5, ids\[2\]: 99999 is not a token id in \[0, 258\)/);
-    expect(result.stderr).toMatch(/line 6, text: must be a non-empty string/);
+    expect(result.stderr).toMatch(/line 6, text: empty text/);
+    expect(result.stderr).toMatch(/line 7, output: missing/);
+    expect(result.stderr).toMatch(/line 8, completion: empty completion/);
+    expect(result.stderr).toMatch(/line 9, prompt: must be a string, got a number/);
+    // The two good rows (lines 1 and 10) train.
+    expect(result.stderr).toMatch(/· 2 rows, \d+ tokens/);
+    expect(result.stdout).toMatch(/finished after 2\/2 steps/);
+    expect(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
+  });
+
+  it('refuses bad rows with data.on_bad_rows: fail', () => {
+    const result = runCli([
+      'train',
+      '--config',
+      trainConfig('bad-data-fail', [
+        'data: { train: ./bad.jsonl, on_bad_rows: fail }',
+        `output_dir: ${join(work.path, 'bad-run-fail')}`,
+      ]),
+    ]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/7 bad row\(s\):\n {2}line 2, \(row\)/);
+  });
+
+  it('validates a data file: every bad row by line and field, token statistics, non-zero exit', () => {
+    const file = join(work.path, 'validate.jsonl');
+    writeFileSync(
+      file,
+      [
+        '{"prompt": "ab", "completion": "c", "task": "x"}',
+        '{"instruction": "d", "output": ""}',
+        '{"conversations": [{"from": "human", "value": "e"}, {"from": "robot", "value": "f"}]}',
+        '{"ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}',
+      ].join('\n'),
+    );
+    const bad = runCli(['data', 'validate', file, '--model', modelDir]);
+    expect(bad.status).toBe(1);
+    expect(bad.stdout).toMatch(/2 good row\(s\), 2 bad row\(s\)/);
+    expect(bad.stderr).toMatch(/has bad rows/);
+    expect(bad.stdout).toMatch(/line 2, output: empty completion/);
+    expect(bad.stdout).toMatch(/line 3, conversations\[1\]\.from: unknown role "robot"/);
+    const good = join(work.path, 'validate-good.jsonl');
+    writeFileSync(
+      good,
+      [
+        '{"prompt": "ab", "completion": "c", "task": "x"}',
+        '{"ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}',
+        '{"ids": [1, 2], "task": "x"}',
+        JSON.stringify({ ids: Array.from({ length: 40 }, () => 7) }),
+      ].join('\n'),
+    );
+    const ok = runCliOk(['data', 'validate', good, '--model', modelDir, '--max-seq-len', '32']);
+    expect(ok.stdout).toMatch(/4 good row\(s\), 0 bad row\(s\)/);
+    // Row 1: <s> + "<|user|>\nab\n<|assistant|>\n" (26 bytes) + "c" + </s> = 29 tokens, 2 with loss;
+    // then 10 (9 with loss), 2 (1) and 40 cut to 32 (31). Lengths 2, 10, 29, 40: p50 10, p90 = p99 = max = 40.
+    expect(ok.stdout).toMatch(
+      /tokens: 73 \(43 with loss\) · row length p50 10 · p90 40 · p99 40 · max 40 · 1 truncated at max_seq_len 32/,
+    );
+    expect(ok.stdout).toMatch(/rows per task: x: 2 · \(no task\): 2/);
   });
 
   it('reports bad config fields by path, and bad arguments with the usage', () => {

@@ -19,6 +19,43 @@ describe('training config', () => {
     expect(config.data.max_seq_len).toBe(512);
   });
 
+  it('fills the data section: auto format, completions-only loss, no packing, no validation, skip bad rows', () => {
+    const config = parseTrainConfig({ model: 'm', data: { train: 'd.jsonl' }, output_dir: 'out' });
+    expect(config.data).toEqual({
+      train: 'd.jsonl',
+      validation_fraction: 0,
+      format: 'auto',
+      columns: {},
+      train_on_inputs: false,
+      packing: false,
+      on_bad_rows: 'skip',
+      max_seq_len: 512,
+      add_eos: true,
+    });
+  });
+
+  it('checks the data section: formats, column names, the split', () => {
+    const config = parseTrainConfig({
+      model: 'm',
+      data: { train: 'd.jsonl', format: 'alpaca', columns: { output: 'response' }, validation_fraction: 0.1 },
+      output_dir: 'out',
+    });
+    expect(config.data.columns).toEqual({ output: 'response' });
+    const paths = (data: unknown) => {
+      try {
+        parseTrainConfig({ model: 'm', data, output_dir: 'out' });
+      } catch (error) {
+        return (error as ConfigError).issues.map((i) => i.path);
+      }
+      return [];
+    };
+    expect(paths({ train: 'd', format: 'csv' })).toEqual(['data.format']);
+    expect(paths({ train: 'd', columns: { answer: 'x' } })).toEqual(['data.columns']);
+    expect(paths({ train: 'd', validation_fraction: 1 })).toEqual(['data.validation_fraction']);
+    expect(paths({ train: 'd', validation: 'v', validation_fraction: 0.2 })).toEqual(['data.validation_fraction']);
+    expect(paths({ train: 'd', on_bad_rows: 'ignore' })).toEqual(['data.on_bad_rows']);
+  });
+
   it('names every bad field by its path', () => {
     let caught: unknown;
     try {

@@ -23,16 +23,69 @@ export type AdapterMethodName = (typeof ADAPTER_METHOD_NAMES)[number];
 export const MIXTURE_METHOD_NAMES = ['mola', 'loramoe', 'dynmole', 'flylora'] as const;
 export type MixtureMethodName = (typeof MIXTURE_METHOD_NAMES)[number];
 
-export const dataSchema = z.strictObject({
-  train: z
-    .string()
-    .min(1)
-    .describe(
-      'JSONL file: one {"text": ...} or {"ids": [...]} object per line, optionally with "task_type": 0 or 1 (LoRAMoE)',
-    ),
-  max_seq_len: positiveInt.default(512).describe('Longer rows are truncated'),
-  add_eos: z.boolean().default(true).describe('Append the end-of-sequence token to each text row'),
-});
+export const DATA_FORMATS = ['auto', 'text', 'alpaca', 'chat', 'prompt_completion', 'ids'] as const;
+
+const column = (what: string) => z.string().min(1).optional().describe(`The file's name for ${what}`);
+
+export const dataColumnsSchema = z
+  .strictObject({
+    text: column('"text"'),
+    ids: column('"ids"'),
+    instruction: column('alpaca\'s "instruction"'),
+    input: column('alpaca\'s "input"'),
+    output: column('alpaca\'s "output"'),
+    prompt: column('"prompt"'),
+    completion: column('"completion"'),
+    messages: column('"messages" (OpenAI chat)'),
+    conversations: column('"conversations" (ShareGPT chat)'),
+    task: column('"task"'),
+    task_type: column('"task_type"'),
+  })
+  .prefault({});
+
+export const dataSchema = z
+  .strictObject({
+    train: z
+      .string()
+      .min(1)
+      .describe(
+        'JSONL file, one row per line: text, ids, alpaca, prompt/completion or chat (docs/data.md), optionally with "task" and "task_type": 0 or 1',
+      ),
+    validation: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Held-out JSONL file (same formats); loaded and checked, not yet used by training'),
+    validation_fraction: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(0)
+      .describe('Fraction of the training rows held out for validation, chosen with the seed (not with validation)'),
+    format: z
+      .enum(DATA_FORMATS)
+      .default('auto')
+      .describe('Row format, or auto: detected per row (chat, then alpaca, then prompt/completion, then text or ids)'),
+    columns: dataColumnsSchema.describe('Column mapping: our field name → the name used in the file'),
+    train_on_inputs: z
+      .boolean()
+      .default(false)
+      .describe('Loss on every token; false: on completions (assistant turns) only'),
+    packing: z
+      .boolean()
+      .default(false)
+      .describe('Concatenate rows into sequences of up to max_seq_len tokens; no target crosses a row boundary'),
+    on_bad_rows: z
+      .enum(['skip', 'fail'])
+      .default('skip')
+      .describe('skip: report every bad row by line and field, train on the good ones; fail: refuse the file'),
+    max_seq_len: positiveInt.default(512).describe('Longer rows are truncated'),
+    add_eos: z.boolean().default(true).describe('Append the end-of-sequence token to each text row'),
+  })
+  .refine((data) => data.validation === undefined || data.validation_fraction === 0, {
+    message: 'give validation or validation_fraction, not both',
+    path: ['validation_fraction'],
+  });
 
 export const trainingSchema = z
   .strictObject({

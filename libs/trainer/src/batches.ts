@@ -14,8 +14,9 @@ export function epochOrder(n: number, seed: number, epoch: number): number[] {
 }
 
 /**
- * Sequences padded on the right to the longest of them; targets are the next token, −1 on the
- * last real position and on padding; `tokenMask` is 1 on real tokens and 0 on padding (routers
+ * Sequences padded on the right to the longest of them; targets are the next token when that token
+ * carries loss (`loss`, when the sequence has one: prompt tokens and each row's first token do
+ * not), −1 otherwise, on the last real position and on padding; `tokenMask` is 1 on real tokens and 0 on padding (routers
  * and their losses ignore padding). `taskTypes` is set when every row has a `task_type`
  * (LoRAMoE's constraint needs all of them), and left out otherwise.
  */
@@ -27,7 +28,8 @@ export function makeBatch(sequences: readonly TrainingSequence[], padId: number)
   sequences.forEach((sequence, b) => {
     ids.set(sequence.ids, b * seqLen);
     tokenMask.fill(1, b * seqLen, b * seqLen + sequence.ids.length);
-    for (let t = 0; t + 1 < sequence.ids.length; t++) targets[b * seqLen + t] = sequence.ids[t + 1]!;
+    for (let t = 0; t + 1 < sequence.ids.length; t++)
+      if (!sequence.loss || sequence.loss[t + 1] === 1) targets[b * seqLen + t] = sequence.ids[t + 1]!;
   });
   const batch: TrainBatch = { ids, targets, tokenMask, batch: sequences.length, seqLen };
   if (sequences.every((s) => s.taskType !== undefined))

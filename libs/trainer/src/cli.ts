@@ -1,20 +1,30 @@
 /**
- * The `expertune` command line: logits, generate, train, export, init-model, info.
+ * The `expertune` command line: logits, generate, train, export, init-model, info, data validate.
  * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-import { parseTrainConfig } from '@expertune/contracts';
+import { DATA_FORMATS, parseTrainConfig } from '@expertune/contracts';
 import { blasHint, generate, nativeInfo } from '@expertune/engine';
-import { loadTokenizer, readAdapterExport, writeSafetensors } from '@expertune/formats';
+import {
+  byteLevelTokenizerConfig,
+  byteLevelTokenizerJson,
+  createTokenizer,
+  loadTokenizer,
+  readAdapterExport,
+  loadModelConfig,
+  writeSafetensors,
+} from '@expertune/formats';
 import { parse as parseYaml } from 'yaml';
 
+import { dataStats, formatProblems, readDataFile } from './data.js';
 import { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
 import { exportCollapsedRun } from './collapse.js';
 import { describeAdapterExport, loadModelWithAdapter } from './load.js';
 import { ProgressLine } from './progress.js';
+import { COLUMN_NAMES, type DataFormat } from './rows.js';
 import { exportRun } from './run-state.js';
 import { runTraining, type StartInfo } from './train.js';
 
@@ -31,6 +41,8 @@ Commands:
               [--fallback split | --fallback collapse [--data FILE.jsonl] [--rank R]]
   init-model  --out DIR [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed S]
   info        --model DIR [--adapter DIR]
+  data validate FILE [--model DIR] [--max-seq-len N] [--format auto|text|alpaca|chat|prompt_completion|ids]
+              [--column OURS=THEIRS ...] [--train-on-inputs]
 
 Common options: --engine native|tfjs (default native), --threads N (0 = all cores)`;
 
@@ -173,7 +185,8 @@ async function commandTrain(args: string[]): Promise<void> {
   for (const key of ['model', 'output_dir'] as const)
     if (typeof raw[key] === 'string') raw[key] = resolve(base, raw[key]);
   const data = raw.data as Record<string, unknown> | undefined;
-  if (data && typeof data.train === 'string') data.train = resolve(base, data.train);
+  for (const key of ['train', 'validation'] as const)
+    if (data && typeof data[key] === 'string') data[key] = resolve(base, data[key]);
   const config = parseTrainConfig(raw, file);
 
   const progress = new ProgressLine(process.stderr);
@@ -192,6 +205,14 @@ async function commandTrain(args: string[]): Promise<void> {
           `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
             `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
         );
+        if (info.badRows.length > 0)
+          progress.note(
+            `${info.data.badRows} bad row(s) in ${config.data.train} left out:\n${formatProblems(info.badRows)}`,
+          );
+        if (info.badValidationRows.length > 0)
+          progress.note(`bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`);
+        if (info.validationSequences > 0)
+          progress.note(`${info.validationSequences} validation sequence(s) held out (not evaluated yet)`);
         const perLayer = perLayerLine(info);
         if (perLayer) progress.note(perLayer);
         for (const note of info.notes) progress.note(`note: ${note}`);
@@ -307,6 +328,56 @@ async function commandInfo(args: string[]): Promise<void> {
   }
 }
 
+async function commandData(args: string[]): Promise<void> {
+  const [sub, file, ...rest] = args;
+  if (sub !== 'validate') throw new UsageError(`unknown data command '${sub ?? ''}' (only: validate)`);
+  if (!file || file.startsWith('--')) throw new UsageError('data validate needs a FILE');
+  const v = options(rest, {
+    model: { type: 'string' },
+    'max-seq-len': { type: 'string', default: '512' },
+    format: { type: 'string', default: 'auto' },
+    column: { type: 'string', multiple: true },
+    'train-on-inputs': { type: 'boolean' },
+  });
+  const format = v.format as string;
+  if (!(DATA_FORMATS as readonly string[]).includes(format))
+    throw new UsageError(`--format must be one of ${DATA_FORMATS.join(', ')}, got '${format}'`);
+  const columns: Record<string, string> = {};
+  for (const entry of (v.column as string[] | undefined) ?? []) {
+    const [ours, theirs] = entry.split('=');
+    if (!ours || !theirs || !(COLUMN_NAMES as readonly string[]).includes(ours))
+      throw new UsageError(`--column expects OURS=THEIRS with OURS one of ${COLUMN_NAMES.join(', ')}, got '${entry}'`);
+    columns[ours] = theirs;
+  }
+  const modelDir = v.model as string | undefined;
+  // Without a model: the byte-level tokenizer of init-model, and any non-negative id.
+  const tokenizer = modelDir
+    ? loadTokenizer(modelDir)
+    : createTokenizer(byteLevelTokenizerJson(), byteLevelTokenizerConfig());
+  const vocabSize = modelDir ? loadModelConfig(modelDir).vocabSize : undefined;
+  const maxSeqLen = integer(v['max-seq-len'], 'max-seq-len', 1);
+  const read = readDataFile(file, {
+    tokenizer,
+    ...(vocabSize !== undefined ? { vocabSize } : {}),
+    maxSeqLen,
+    addEos: true,
+    format: format as DataFormat,
+    columns,
+    trainOnInputs: v['train-on-inputs'] === true,
+  });
+  const stats = dataStats(read);
+  console.log(`${file}: ${stats.rows} good row(s), ${stats.badRows} bad row(s)`);
+  if (read.problems.length > 0) console.log(formatProblems(read.problems));
+  console.log(
+    `tokens: ${stats.tokens} (${stats.lossTokens} with loss) · row length p50 ${stats.lengths.p50} · p90 ${stats.lengths.p90} · ` +
+      `p99 ${stats.lengths.p99} · max ${stats.lengths.max} · ${stats.truncated} truncated at max_seq_len ${maxSeqLen}` +
+      (modelDir ? '' : ' (byte-level tokenizer: pass --model DIR for the model’s own)'),
+  );
+  const tasks = Object.entries(stats.tasks).map(([task, n]) => `${task === '' ? '(no task)' : task}: ${n}`);
+  if (tasks.length > 0) console.log(`rows per task: ${tasks.join(' · ')}`);
+  if (read.problems.length > 0 || stats.rows === 0) throw new Error(`${file} has bad rows`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   logits: commandLogits,
   generate: commandGenerate,
@@ -314,6 +385,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   export: commandExport,
   'init-model': commandInitModel,
   info: commandInfo,
+  data: commandData,
 };
 
 export async function main(argv: string[]): Promise<number> {

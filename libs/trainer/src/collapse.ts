@@ -20,7 +20,7 @@ import {
 
 import { adapterConfigFromSpec } from './adapter-config.js';
 import { makeBatch } from './batches.js';
-import { loadTrainingData } from './data.js';
+import { dataOptionsFor, loadTrainingData } from './data.js';
 import { readRunRecord, readRunTensors, runCard, runExportSpec, runAdapter } from './run-state.js';
 
 export interface CollapseOptions {
@@ -102,12 +102,10 @@ export async function exportCollapsedRun(
   const model = await engine.loadModel(record.base_model);
   try {
     const tokenizer = existsSync(join(record.base_model, 'tokenizer.json')) ? loadTokenizer(record.base_model) : null;
-    const data = loadTrainingData(dataFile, {
-      tokenizer,
-      vocabSize: model.config.vocabSize,
-      maxSeqLen: record.config.data.max_seq_len,
-      addEos: record.config.data.add_eos,
-    });
+    // Calibrate on every good row of the file: no held-out split, no packing.
+    const dataOptions = dataOptionsFor(record.config.data, record.config.seed, tokenizer, model.config.vocabSize);
+    delete dataOptions.validation;
+    const data = loadTrainingData(dataFile, { ...dataOptions, packing: false, validationFraction: 0 });
     const batchSize = options.batchSize ?? record.config.training.micro_batch_size;
     const padId = tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
     const batches = [];

@@ -1,5 +1,29 @@
 export { runTraining, type TrainCallbacks, type TrainResult, type StepReport, type StartInfo } from './train.js';
-export { loadTrainingData, DatasetError, type TrainingData, type TrainingSequence, type DataStats } from './data.js';
+export {
+  loadTrainingData,
+  readDataFile,
+  dataStats,
+  dataOptionsFor,
+  packSequences,
+  splitValidation,
+  formatProblems,
+  DatasetError,
+  type DataOptions,
+  type TrainingData,
+  type TrainingSequence,
+  type DataStats,
+} from './data.js';
+export {
+  ChatRenderer,
+  RowReader,
+  DEFAULT_CHAT_TEMPLATE,
+  COLUMN_NAMES,
+  tokenizeSegments,
+  type ChatMessage,
+  type ColumnMapping,
+  type DataFormat,
+  type RowProblem,
+} from './rows.js';
 export { epochOrder, makeBatch, microBatches } from './batches.js';
 export { loadModelWithAdapter, attachExport, describeAdapterExport, type LoadOptions } from './load.js';
 export {

@@ -26,7 +26,7 @@ import { loadTokenizer } from '@expertune/formats';
 
 import { adapterConfigFor } from './adapter-config.js';
 import { microBatches } from './batches.js';
-import { loadTrainingData, type DataStats } from './data.js';
+import { dataOptionsFor, loadTrainingData, type DataStats, type RowProblem } from './data.js';
 import { exportRun, saveRunState } from './run-state.js';
 
 export interface StepReport extends TrainStepResult {
@@ -38,6 +38,12 @@ export interface StepReport extends TrainStepResult {
 export interface StartInfo {
   totalSteps: number;
   data: DataStats;
+  /** Bad rows of the training data, left out of training. */
+  badRows: RowProblem[];
+  /** Bad rows of the validation file, left out. */
+  badValidationRows: RowProblem[];
+  /** Held-out sequences (loaded for later evaluation; training does not use them yet). */
+  validationSequences: number;
   trainableParameters: number;
   /** The attached adapter (null in full fine-tuning). */
   adapter: AdapterConfig | null;
@@ -71,12 +77,11 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
   const model = await engine.loadModel(modelDir);
   try {
     const tokenizer = existsSync(join(modelDir, 'tokenizer.json')) ? loadTokenizer(modelDir) : null;
-    const data = loadTrainingData(resolve(config.data.train), {
-      tokenizer,
-      vocabSize: model.config.vocabSize,
-      maxSeqLen: config.data.max_seq_len,
-      addEos: config.data.add_eos,
-    });
+    // Bad rows are skipped (reported through onStart) unless data.on_bad_rows is fail.
+    const data = loadTrainingData(
+      resolve(config.data.train),
+      dataOptionsFor(config.data, config.seed, tokenizer, model.config.vocabSize),
+    );
     const adapterConfig = adapterConfigFor(config, model.config.numLayers);
     if (adapterConfig) {
       try {
@@ -123,6 +128,9 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
     callbacks.onStart?.({
       totalSteps,
       data: data.stats,
+      badRows: data.problems,
+      badValidationRows: data.validationProblems,
+      validationSequences: data.validation.length,
       trainableParameters: model.parameterCount('trainable'),
       adapter: adapterConfig,
       trainablePerLayer: adapterConfig ? trainableParametersPerLayer(model.config, adapterConfig) : [],
