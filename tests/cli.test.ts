@@ -249,3 +249,87 @@ describe('clear errors', () => {
     );
   });
 });
+
+describe('evaluation', () => {
+  interface EvalLine {
+    step: number;
+    loss: number;
+    perplexity: number;
+    token_accuracy: number;
+    tokens: number;
+    exact_match: number | null;
+    generated: number;
+    per_task: Record<string, { rows: number; exact_match: number }>;
+  }
+  const capitals = [
+    ['France', 'Paris'],
+    ['Italy', 'Rome'],
+    ['Spain', 'Madrid'],
+    ['Peru', 'Lima'],
+  ];
+  const rows = (task: string) =>
+    capitals.map(([country, city]) => ({ prompt: `Capital of ${country}?`, completion: city, task }));
+
+  it('evaluates the validation file every N steps and after the last; expertune eval agrees on the export', () => {
+    writeJsonl(join(work.path, 'eval-train.jsonl'), [...rows('capitals'), ...rows('other')]);
+    writeJsonl(join(work.path, 'eval-valid.jsonl'), [
+      ...rows('capitals').slice(0, 2),
+      ...rows('other').slice(2),
+      { prompt: 'Say a long sentence', completion: 'This answer is much longer than sixteen tokens.' },
+    ]);
+    const runDir = join(work.path, 'eval-run');
+    const settings = {
+      method: 'lora',
+      data: { train: './eval-train.jsonl', validation: './eval-valid.jsonl', max_seq_len: 64 },
+      training: { max_steps: 4, micro_batch_size: 2, eval_every: 2 },
+      optimizer: { lr: 0.01 },
+      output_dir: runDir,
+    };
+    const configLines = Object.entries(settings).map(([key, value]) => `${key}: ${JSON.stringify(value)}`);
+    const result = runCliOk(['train', '--config', trainConfig('eval', configLines)]);
+    expect(result.stderr).toMatch(
+      /5 validation sequence\(s\) held out, evaluated every 2 steps and after the last step/,
+    );
+    expect(result.stderr).toMatch(
+      /eval at step 2\/4: loss \d+\.\d{4} · perplexity [\d.]+ · token accuracy [\d.]+ · exact match [\d.]+ \(4 rows\) · capitals [\d.]+ \(2 rows\) · other [\d.]+ \(2 rows\)/,
+    );
+    expect(result.stderr).toMatch(/eval at step 4\/4: /);
+    const lines = readFileSync(join(runDir, 'eval.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as EvalLine);
+    expect(lines.map((l) => l.step)).toEqual([2, 4]);
+    for (const line of lines) {
+      expect(line.perplexity).toBeCloseTo(Math.exp(line.loss), 6);
+      expect(line.token_accuracy).toBeGreaterThanOrEqual(0);
+      expect(line.token_accuracy).toBeLessThanOrEqual(1);
+      expect(line.generated).toBe(4); // the long answer is not generated
+      expect(Object.keys(line.per_task)).toEqual(['capitals', 'other']);
+    }
+    expect(lines[1]!.loss).not.toBe(lines[0]!.loss);
+    const record = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as {
+      final_metrics: Record<string, number>;
+    };
+    expect(record.final_metrics.eval_loss).toBe(lines[1]!.loss);
+    expect(record.final_metrics.eval_token_accuracy).toBe(lines[1]!.token_accuracy);
+
+    // The exported adapter on the same file: the metrics of the last in-training evaluation.
+    const validation = join(work.path, 'eval-valid.jsonl');
+    const evalArgs = ['eval', '--model', modelDir, '--data', validation, '--max-seq-len', '64'];
+    const exported = JSON.parse(runCliOk([...evalArgs, '--adapter', join(runDir, 'export')]).stdout) as EvalLine;
+    expect(exported.loss).toBeCloseTo(lines[1]!.loss, 5);
+    expect(exported.tokens).toBe(lines[1]!.tokens);
+    expect(exported.token_accuracy).toBe(lines[1]!.token_accuracy);
+    expect(exported.exact_match).toBe(lines[1]!.exact_match);
+    // The base model alone scores differently.
+    const base = JSON.parse(runCliOk(evalArgs).stdout) as EvalLine;
+    expect(base.tokens).toBe(exported.tokens);
+    expect(Math.abs(base.loss - exported.loss)).toBeGreaterThan(1e-3);
+  });
+
+  it('refuses eval without --data', () => {
+    const result = runCli(['eval', '--model', modelDir]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/--data is required/);
+  });
+});

@@ -55,7 +55,7 @@ export const dataSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('Held-out JSONL file (same formats); loaded and checked, not yet used by training'),
+      .describe('Held-out JSONL file (same formats), evaluated during training (training.eval_every)'),
     validation_fraction: z
       .number()
       .min(0)
@@ -95,6 +95,32 @@ export const trainingSchema = z
     grad_accumulation: positiveInt.default(1).describe('Micro-batches per optimizer update'),
     recompute: z.boolean().default(false).describe('Recompute activations in backward (less memory)'),
     log_every: positiveInt.default(1).describe('Report metrics every N steps'),
+    eval_every: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe(
+        'Evaluate the validation data every N steps (eval.jsonl); 0 = only once, after the last step. No validation data: no evaluation',
+      ),
+  })
+  .prefault({});
+
+export const evalSchema = z
+  .strictObject({
+    max_answer_tokens: z
+      .number()
+      .int()
+      .min(0)
+      .default(16)
+      .describe('Rows whose reference answer has at most this many tokens are scored by greedy exact match; 0 = none'),
+    max_generate_rows: z
+      .number()
+      .int()
+      .min(0)
+      .default(64)
+      .describe('Generate at most this many validation rows per evaluation (the first eligible ones, in file order)'),
+    batch_size: positiveInt.default(8).describe('Validation sequences per forward when computing the eval loss'),
   })
   .prefault({});
 
@@ -139,6 +165,7 @@ export const trainConfigSchema = z.strictObject({
   flylora: flyloraSchema.optional(),
   data: dataSchema,
   training: trainingSchema,
+  eval: evalSchema,
   optimizer: optimizerSchema,
   schedule: scheduleSchema,
   output_dir: z.string().min(1).describe('Run directory: run.json, metrics.jsonl, final/, export/'),

@@ -1,5 +1,5 @@
 /**
- * The `expertune` command line: logits, generate, train, export, init-model, info, data validate.
+ * The `expertune` command line: logits, generate, train, eval, export, init-model, info, data validate.
  * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -20,6 +20,7 @@ import {
 import { parse as parseYaml } from 'yaml';
 
 import { dataStats, formatProblems, readDataFile } from './data.js';
+import { evaluate, type EvalResult } from './evaluate.js';
 import { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
 import { exportCollapsedRun } from './collapse.js';
 import { describeAdapterExport, loadModelWithAdapter } from './load.js';
@@ -37,6 +38,8 @@ Commands:
   generate    --model DIR [--adapter DIR] (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
               [--greedy | --temperature T --top-p P --seed S] [--json]
   train       --config FILE.yaml [--set key.path=value ...]
+  eval        --model DIR [--adapter DIR] --data FILE.jsonl [--max-seq-len N] [--format F]
+              [--column OURS=THEIRS ...] [--max-answer-tokens N] [--max-generate-rows N] [--batch-size N]
   export      --run DIR --out DIR [--dtype F32|BF16|F16]
               [--fallback split | --fallback collapse [--data FILE.jsonl] [--rank R]]
   init-model  --out DIR [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed S]
@@ -212,7 +215,11 @@ async function commandTrain(args: string[]): Promise<void> {
         if (info.badValidationRows.length > 0)
           progress.note(`bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`);
         if (info.validationSequences > 0)
-          progress.note(`${info.validationSequences} validation sequence(s) held out (not evaluated yet)`);
+          progress.note(
+            `${info.validationSequences} validation sequence(s) held out, evaluated ` +
+              (config.training.eval_every > 0 ? `every ${config.training.eval_every} steps and ` : '') +
+              'after the last step',
+          );
         const perLayer = perLayerLine(info);
         if (perLayer) progress.note(perLayer);
         for (const note of info.notes) progress.note(`note: ${note}`);
@@ -224,6 +231,7 @@ async function commandTrain(args: string[]): Promise<void> {
           `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
           r.elapsedSeconds,
         ),
+      onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
     });
     progress.done();
     const first = result.losses[0];
@@ -236,6 +244,19 @@ async function commandTrain(args: string[]): Promise<void> {
   } finally {
     process.off('SIGINT', onSignal);
   }
+}
+
+/** "loss 1.2345 · perplexity 3.44 · token accuracy 0.5123 · exact match 0.2500 (8 rows) · task: …" */
+function evalLine(r: EvalResult): string {
+  const parts = [
+    `loss ${r.loss.toFixed(4)}`,
+    `perplexity ${r.perplexity.toFixed(3)}`,
+    `token accuracy ${r.token_accuracy.toFixed(4)}`,
+  ];
+  if (r.exact_match !== null) parts.push(`exact match ${r.exact_match.toFixed(4)} (${r.generated} rows)`);
+  for (const [task, t] of Object.entries(r.per_task))
+    parts.push(`${task} ${t.exact_match.toFixed(4)} (${t.rows} rows)`);
+  return parts.join(' · ');
 }
 
 /** "trainable per layer: 0: 1,234 (2 experts) · 1: …" for an adapter run; null in full fine-tuning. */
@@ -328,6 +349,68 @@ async function commandInfo(args: string[]): Promise<void> {
   }
 }
 
+/** --format and --column ... of `data validate` and `eval`. */
+function formatAndColumns(v: Record<string, unknown>): { format: DataFormat; columns: Record<string, string> } {
+  const format = v.format as string;
+  if (!(DATA_FORMATS as readonly string[]).includes(format))
+    throw new UsageError(`--format must be one of ${DATA_FORMATS.join(', ')}, got '${format}'`);
+  const columns: Record<string, string> = {};
+  for (const entry of (v.column as string[] | undefined) ?? []) {
+    const [ours, theirs] = entry.split('=');
+    if (!ours || !theirs || !(COLUMN_NAMES as readonly string[]).includes(ours))
+      throw new UsageError(`--column expects OURS=THEIRS with OURS one of ${COLUMN_NAMES.join(', ')}, got '${entry}'`);
+    columns[ours] = theirs;
+  }
+  return { format: format as DataFormat, columns };
+}
+
+/** `expertune eval`: the training loop's evaluation metrics for any model/adapter on a file, as JSON. */
+async function commandEval(args: string[]): Promise<void> {
+  const v = options(args, {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    data: { type: 'string' },
+    'max-seq-len': { type: 'string', default: '512' },
+    format: { type: 'string', default: 'auto' },
+    column: { type: 'string', multiple: true },
+    'max-answer-tokens': { type: 'string', default: '16' },
+    'max-generate-rows': { type: 'string', default: '64' },
+    'batch-size': { type: 'string', default: '8' },
+  });
+  const modelDir = required(v, 'model');
+  const file = required(v, 'data');
+  const { format, columns } = formatAndColumns(v);
+  const maxSeqLen = integer(v['max-seq-len'], 'max-seq-len', 1);
+  const maxAnswerTokens = integer(v['max-answer-tokens'], 'max-answer-tokens');
+  const maxGenerateRows = integer(v['max-generate-rows'], 'max-generate-rows');
+  const batchSize = integer(v['batch-size'], 'batch-size', 1);
+  const tokenizer = existsSync(resolve(modelDir, 'tokenizer.json')) ? loadTokenizer(modelDir) : null;
+  const model = await loadFromArgs(v);
+  try {
+    const read = readDataFile(file, {
+      tokenizer,
+      vocabSize: model.config.vocabSize,
+      maxSeqLen,
+      addEos: true,
+      format,
+      columns,
+    });
+    const badRows = new Set(read.problems.map((p) => p.line)).size;
+    if (badRows > 0) console.error(`${badRows} bad row(s) in ${file} left out:\n${formatProblems(read.problems)}`);
+    if (read.rows.length === 0) throw new Error(`${file} has no good rows`);
+    const result = await evaluate(model, read.rows, {
+      padId: tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0,
+      batchSize,
+      maxAnswerTokens,
+      maxGenerateRows,
+      stopIds: model.config.eosTokenIds,
+    });
+    console.log(JSON.stringify({ ...result, bad_rows: badRows }));
+  } finally {
+    model.dispose();
+  }
+}
+
 async function commandData(args: string[]): Promise<void> {
   const [sub, file, ...rest] = args;
   if (sub !== 'validate') throw new UsageError(`unknown data command '${sub ?? ''}' (only: validate)`);
@@ -339,16 +422,7 @@ async function commandData(args: string[]): Promise<void> {
     column: { type: 'string', multiple: true },
     'train-on-inputs': { type: 'boolean' },
   });
-  const format = v.format as string;
-  if (!(DATA_FORMATS as readonly string[]).includes(format))
-    throw new UsageError(`--format must be one of ${DATA_FORMATS.join(', ')}, got '${format}'`);
-  const columns: Record<string, string> = {};
-  for (const entry of (v.column as string[] | undefined) ?? []) {
-    const [ours, theirs] = entry.split('=');
-    if (!ours || !theirs || !(COLUMN_NAMES as readonly string[]).includes(ours))
-      throw new UsageError(`--column expects OURS=THEIRS with OURS one of ${COLUMN_NAMES.join(', ')}, got '${entry}'`);
-    columns[ours] = theirs;
-  }
+  const { format, columns } = formatAndColumns(v);
   const modelDir = v.model as string | undefined;
   // Without a model: the byte-level tokenizer of init-model, and any non-negative id.
   const tokenizer = modelDir
@@ -361,7 +435,7 @@ async function commandData(args: string[]): Promise<void> {
     ...(vocabSize !== undefined ? { vocabSize } : {}),
     maxSeqLen,
     addEos: true,
-    format: format as DataFormat,
+    format,
     columns,
     trainOnInputs: v['train-on-inputs'] === true,
   });
@@ -382,6 +456,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   logits: commandLogits,
   generate: commandGenerate,
   train: commandTrain,
+  eval: commandEval,
   export: commandExport,
   'init-model': commandInitModel,
   info: commandInfo,

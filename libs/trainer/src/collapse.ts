@@ -21,6 +21,7 @@ import {
 import { adapterConfigFromSpec } from './adapter-config.js';
 import { makeBatch } from './batches.js';
 import { dataOptionsFor, loadTrainingData } from './data.js';
+import { scoreLogits } from './evaluate.js';
 import { readRunRecord, readRunTensors, runCard, runExportSpec, runAdapter } from './run-state.js';
 
 export interface CollapseOptions {
@@ -48,19 +49,7 @@ export function crossEntropySum(
   targets: Int32Array,
   vocab: number,
 ): { sum: number; count: number } {
-  let sum = 0;
-  let count = 0;
-  for (let row = 0; row < targets.length; row++) {
-    const target = targets[row]!;
-    if (target < 0) continue;
-    const base = row * vocab;
-    let max = -Infinity;
-    for (let v = 0; v < vocab; v++) max = Math.max(max, logits[base + v]!);
-    let total = 0;
-    for (let v = 0; v < vocab; v++) total += Math.exp(logits[base + v]! - max);
-    sum += max + Math.log(total) - logits[base + target]!;
-    count += 1;
-  }
+  const { sum, count } = scoreLogits(logits, targets, vocab);
   return { sum, count };
 }
 

@@ -91,7 +91,7 @@ export interface DataStats {
 export interface TrainingData {
   /** The training sequences (packed when packing is on). */
   sequences: TrainingSequence[];
-  /** Held-out sequences (validation file or fraction); training does not use them yet. */
+  /** Held-out sequences (validation file or fraction), evaluated during training (evaluate.ts). */
   validation: TrainingSequence[];
   /** Statistics of all good rows of the training file (before the split). */
   stats: DataStats;

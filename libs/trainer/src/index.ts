@@ -1,4 +1,19 @@
-export { runTraining, type TrainCallbacks, type TrainResult, type StepReport, type StartInfo } from './train.js';
+export {
+  runTraining,
+  type TrainCallbacks,
+  type TrainResult,
+  type StepReport,
+  type StartInfo,
+  type EvalReport,
+} from './train.js';
+export {
+  evaluate,
+  referenceAnswer,
+  scoreLogits,
+  type EvalOptions,
+  type EvalResult,
+  type TaskResult,
+} from './evaluate.js';
 export {
   loadTrainingData,
   readDataFile,

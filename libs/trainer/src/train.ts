@@ -27,6 +27,7 @@ import { loadTokenizer } from '@expertune/formats';
 import { adapterConfigFor } from './adapter-config.js';
 import { microBatches } from './batches.js';
 import { dataOptionsFor, loadTrainingData, type DataStats, type RowProblem } from './data.js';
+import { evaluate, type EvalResult } from './evaluate.js';
 import { exportRun, saveRunState } from './run-state.js';
 
 export interface StepReport extends TrainStepResult {
@@ -42,7 +43,7 @@ export interface StartInfo {
   badRows: RowProblem[];
   /** Bad rows of the validation file, left out. */
   badValidationRows: RowProblem[];
-  /** Held-out sequences (loaded for later evaluation; training does not use them yet). */
+  /** Held-out sequences, evaluated every training.eval_every steps and after the last step. */
   validationSequences: number;
   trainableParameters: number;
   /** The attached adapter (null in full fine-tuning). */
@@ -54,9 +55,17 @@ export interface StartInfo {
   notes: string[];
 }
 
+/** One evaluation of the validation data (an eval.jsonl line). */
+export interface EvalReport extends EvalResult {
+  /** Optimizer steps completed when it ran. */
+  step: number;
+  totalSteps: number;
+}
+
 export interface TrainCallbacks {
   onStart?(info: StartInfo): void;
   onStep?(report: StepReport): void;
+  onEval?(report: EvalReport): void;
   signal?: AbortSignal;
 }
 
@@ -67,6 +76,8 @@ export interface TrainResult {
   stepsCompleted: number;
   totalSteps: number;
   losses: number[];
+  /** The evaluation after the last step (null without validation data). */
+  finalEval: EvalResult | null;
   stopped: boolean;
 }
 
@@ -146,8 +157,25 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
     const routingPath = adapterConfig && hasRouting(adapterConfig) ? join(outputDir, 'routing.jsonl') : null;
     if (routingPath) writeFileSync(routingPath, '');
     const routed = adapterConfig !== null && hasRouter(adapterConfig);
+    // eval.jsonl: one line per evaluation of the validation data.
+    const evalPath = join(outputDir, 'eval.jsonl');
+    if (data.validation.length > 0) writeFileSync(evalPath, '');
+    let finalEval: EvalResult | null = null;
 
     const padId = tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
+    const runEval = async (step: number): Promise<EvalResult> => {
+      const result = await evaluate(model, data.validation, {
+        padId,
+        batchSize: config.eval.batch_size,
+        maxAnswerTokens: config.eval.max_answer_tokens,
+        maxGenerateRows: config.eval.max_generate_rows,
+        stopIds: model.config.eosTokenIds,
+      });
+      appendFileSync(evalPath, JSON.stringify({ step, ...result }) + '\n');
+      callbacks.onEval?.({ ...result, step, totalSteps });
+      return result;
+    };
+    let evaluatedAt = -1;
     const batches = microBatches(data.sequences, batchSize, config.seed, padId);
     const losses: number[] = [];
     const started = performance.now();
@@ -194,7 +222,14 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         throw new Error(`the loss became ${last.loss} at step ${step + 1}: lower the learning rate`);
       if ((step + 1) % config.training.log_every === 0 || step + 1 === totalSteps)
         callbacks.onStep?.({ ...last, totalSteps, elapsedSeconds, tokensPerSecond: tokens / elapsedSeconds });
+      const every = config.training.eval_every;
+      if (data.validation.length > 0 && every > 0 && (step + 1) % every === 0) {
+        finalEval = await runEval(step + 1);
+        evaluatedAt = step + 1;
+      }
     }
+    if (data.validation.length > 0 && losses.length > 0 && evaluatedAt !== losses.length)
+      finalEval = await runEval(losses.length);
 
     const runId = randomUUID();
     // Every adapter tensor, frozen ones included (FlyLoRA's A and bias), or every trained weight.
@@ -213,17 +248,32 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         dataset_hash: data.hash,
         steps_completed: losses.length,
         total_steps: totalSteps,
-        final_metrics: last ? { train_loss: last.loss, token_accuracy: last.correct / last.tokens } : {},
+        final_metrics: {
+          ...(last ? { train_loss: last.loss, token_accuracy: last.correct / last.tokens } : {}),
+          ...(finalEval ? finalEvalMetrics(finalEval) : {}),
+        },
         finished_at: new Date().toISOString(),
       },
       shapes,
     );
     const exportDir = join(outputDir, 'export');
     exportRun(outputDir, exportDir, config.export_dtype);
-    return { runId, outputDir, exportDir, stepsCompleted: losses.length, totalSteps, losses, stopped };
+    return { runId, outputDir, exportDir, stepsCompleted: losses.length, totalSteps, losses, finalEval, stopped };
   } finally {
     model.dispose();
   }
+}
+
+/** The final evaluation's entries of run.json's final_metrics (numbers only). */
+function finalEvalMetrics(result: EvalResult): Record<string, number> {
+  const metrics: Record<string, number> = {
+    eval_loss: result.loss,
+    eval_perplexity: result.perplexity,
+    eval_token_accuracy: result.token_accuracy,
+  };
+  if (result.exact_match !== null) metrics.eval_exact_match = result.exact_match;
+  for (const [task, t] of Object.entries(result.per_task)) metrics[`eval_exact_match/${task}`] = t.exact_match;
+  return metrics;
 }
 
 /** A site's routing statistics as a routing.jsonl entry (snake_case, like metrics.jsonl). */
