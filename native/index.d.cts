@@ -109,6 +109,10 @@ export class NativeModel {
     maxGradNorm: number;
   }): Promise<number>;
   optimizerSteps(): number;
+  /** AdamW moments of the trainable tensors concatenated in the core's order, and the step count t. */
+  getOptimizerState(): { steps: number; m: Float32Array; v: Float32Array };
+  /** Restores what getOptimizerState returned; a different length is refused. */
+  setOptimizerState(steps: number, m: Float32Array, v: Float32Array): void;
   sessionCreate(maxLength: number): number;
   sessionAppend(session: number, ids: Int32Array): Promise<Float32Array>;
   sessionFree(session: number): void;

@@ -108,6 +108,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod("zeroGrad", &NativeModel::ZeroGrad),
                            InstanceMethod("optimizerStep", &NativeModel::OptimizerStep),
                            InstanceMethod("optimizerSteps", &NativeModel::OptimizerSteps),
+                           InstanceMethod("getOptimizerState", &NativeModel::GetOptimizerState),
+                           InstanceMethod("setOptimizerState", &NativeModel::SetOptimizerState),
                            InstanceMethod("sessionCreate", &NativeModel::SessionCreate),
                            InstanceMethod("sessionAppend", &NativeModel::SessionAppend),
                            InstanceMethod("sessionFree", &NativeModel::SessionFree),
@@ -427,6 +429,34 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(et_optimizer_steps(Live(info.Env()))));
+  }
+
+  // AdamW moments of the trainable tensors in the core's order (see et_get_optimizer_state).
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    et_model* m = Live(env);
+    int64_t size = et_optimizer_state_size(m);
+    if (size < 0) throw_last_error(env);
+    std::vector<float> mv(static_cast<size_t>(size)), vv(static_cast<size_t>(size));
+    if (et_get_optimizer_state(m, mv.data(), vv.data(), mv.size()) != 0) throw_last_error(env);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("steps", Napi::Number::New(env, static_cast<double>(et_optimizer_steps(m))));
+    out.Set("m", to_float32_array(env, mv));
+    out.Set("v", to_float32_array(env, vv));
+    return out;
+  }
+
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    for (int i = 1; i <= 2; ++i)
+      if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw Napi::TypeError::New(env, "optimizer moments must be Float32Arrays");
+    Napi::Float32Array mv = info[1].As<Napi::Float32Array>(), vv = info[2].As<Napi::Float32Array>();
+    if (mv.ElementLength() != vv.ElementLength())
+      throw Napi::RangeError::New(env, "optimizer moments m and v differ in length");
+    const int64_t steps = info[0].As<Napi::Number>().Int64Value();
+    if (et_set_optimizer_state(Live(env), mv.Data(), vv.Data(), mv.ElementLength(), steps) != 0) throw_last_error(env);
+    return env.Undefined();
   }
 
   // Sessions are plain handles (indices) owned by the model, freed with it.

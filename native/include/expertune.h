@@ -182,6 +182,14 @@ int et_zero_grad(et_model* model);
 int et_optimizer_step(et_model* model, const et_adamw* hyper, float* grad_norm_out);
 /* Number of optimizer steps taken (AdamW's t). */
 int64_t et_optimizer_steps(et_model* model);
+/* AdamW state, for checkpoints. Layout: the first moments m (and likewise the second moments v)
+ * of every trainable tensor concatenated in the core's order (in full mode the base tensors in
+ * registration order, then the adapter's trainable tensors; otherwise the adapter's only), each
+ * tensor's values row-major. count is the values per moment; a different count is refused (-1).
+ * Before the first step the moments read as zeros. Setting also sets AdamW's step count t. */
+int64_t et_optimizer_state_size(et_model* model);
+int et_get_optimizer_state(et_model* model, float* m, float* v, size_t count);
+int et_set_optimizer_state(et_model* model, const float* m, const float* v, size_t count, int64_t steps);
 
 /* Incremental decoding of one sequence with a KV cache. */
 et_session* et_session_create(et_model* model, int32_t max_length);

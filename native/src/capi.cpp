@@ -234,6 +234,33 @@ int et_optimizer_step(et_model* m, const et_adamw* hyper, float* grad_norm_out) 
 
 int64_t et_optimizer_steps(et_model* m) { return m ? m->model.optimizer_steps() : -1; }
 
+int64_t et_optimizer_state_size(et_model* m) {
+  int64_t out = -1;
+  guarded([&] {
+    require(m, "model");
+    out = static_cast<int64_t>(m->model.optimizer_state_size());
+  });
+  return out;
+}
+
+int et_get_optimizer_state(et_model* m, float* adam_m, float* adam_v, size_t count) {
+  return guarded([&] {
+    require(m, "model");
+    require(adam_m, "m");
+    require(adam_v, "v");
+    m->model.get_optimizer_state(adam_m, adam_v, count);
+  });
+}
+
+int et_set_optimizer_state(et_model* m, const float* adam_m, const float* adam_v, size_t count, int64_t steps) {
+  return guarded([&] {
+    require(m, "model");
+    require(adam_m, "m");
+    require(adam_v, "v");
+    m->model.set_optimizer_state(adam_m, adam_v, count, steps);
+  });
+}
+
 et_session* et_session_create(et_model* m, int32_t max_length) {
   et_session* out = nullptr;
   guarded([&] {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "blas.h"
 #include "kernels/kernels.h"
@@ -711,6 +712,43 @@ float Model::optimizer_step(const et_adamw& h) {
   zero_grad();
   if (adapter_) adapter_->end_step();
   return norm;
+}
+
+size_t Model::optimizer_state_size() {
+  size_t total = 0;
+  for (OptimizerSlot* p : trainable_slots()) total += p->count;
+  return total;
+}
+
+void Model::get_optimizer_state(float* m, float* v, size_t count) {
+  const size_t want = optimizer_state_size();
+  if (count != want) fail("optimizer state has ", want, " values per moment, got a buffer of ", count);
+  size_t at = 0;
+  for (OptimizerSlot* p : trainable_slots()) {
+    if (p->adam_m.size() == p->count) {
+      std::memcpy(m + at, p->adam_m.data(), p->count * sizeof(float));
+      std::memcpy(v + at, p->adam_v.data(), p->count * sizeof(float));
+    } else {
+      std::memset(m + at, 0, p->count * sizeof(float));
+      std::memset(v + at, 0, p->count * sizeof(float));
+    }
+    at += p->count;
+  }
+}
+
+void Model::set_optimizer_state(const float* m, const float* v, size_t count, int64_t steps) {
+  const size_t want = optimizer_state_size();
+  if (count != want) fail("optimizer state has ", want, " values per moment, got ", count);
+  if (steps < 0) fail("optimizer step count must not be negative, got ", steps);
+  size_t at = 0;
+  for (OptimizerSlot* p : trainable_slots()) {
+    p->adam_m.resize(p->count);
+    p->adam_v.resize(p->count);
+    std::memcpy(p->adam_m.data(), m + at, p->count * sizeof(float));
+    std::memcpy(p->adam_v.data(), v + at, p->count * sizeof(float));
+    at += p->count;
+  }
+  adam_steps_ = steps;
 }
 
 // ---------------------------------------------------------------------------------------------

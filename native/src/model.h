@@ -95,6 +95,10 @@ class Model {
   void zero_grad();
   float optimizer_step(const et_adamw& hyper);
   int64_t optimizer_steps() const { return adam_steps_; }
+  // AdamW moments over trainable_slots() in order, concatenated (zeros before the first step).
+  size_t optimizer_state_size();
+  void get_optimizer_state(float* m, float* v, size_t count);
+  void set_optimizer_state(const float* m, const float* v, size_t count, int64_t steps);
 
   void session_reset(KvCache& cache, long capacity);
   // Appends n tokens to the cache and writes the logits after the last one.

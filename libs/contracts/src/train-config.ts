@@ -103,6 +103,18 @@ export const trainingSchema = z
       .describe(
         'Evaluate the validation data every N steps (eval.jsonl); 0 = only once, after the last step. No validation data: no evaluation',
       ),
+    checkpoint_every: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe('Write a resumable checkpoint (output_dir/checkpoints/step-N) every N steps; 0 = none'),
+    keep_checkpoints: z
+      .number()
+      .int()
+      .min(0)
+      .default(3)
+      .describe('Keep the last K checkpoints (and the one with the best eval loss when evaluation runs); 0 = keep all'),
   })
   .prefault({});
 

@@ -195,6 +195,16 @@ export class Optimizer {
   }
 
   /**
+   * Continues a checkpointed run: the schedule position and dropout seeds follow the update
+   * count. The model's optimizer state is restored separately (`ModelBackend.setOptimizerState`).
+   */
+  resumeAt(updates: number): void {
+    if (!Number.isInteger(updates) || updates < 0)
+      throw new RangeError(`update count must be a non-negative integer, got ${updates}`);
+    this.updates = updates;
+  }
+
+  /**
    * Forward and backward over every micro-batch (gradient accumulation), then one update.
    * Gradients are of the mean loss over all counted tokens of the step, whatever the split.
    */

@@ -16,6 +16,7 @@ import {
   type ForwardOptions,
   type ModelBackend,
   type SiteRoutingStats,
+  type OptimizerState,
   type OptimizerStepResult,
   type StepStats,
   type TensorKind,
@@ -236,6 +237,13 @@ export class NativeModelBackend implements ModelBackend {
 
   async optimizerStep(hyper: AdamWHyperparameters): Promise<OptimizerStepResult> {
     return { gradNorm: await this.core.optimizerStep(hyper) };
+  }
+
+  optimizerState(): OptimizerState {
+    return this.core.getOptimizerState();
+  }
+  setOptimizerState(state: OptimizerState): void {
+    this.core.setOptimizerState(state.steps, state.m, state.v);
   }
 
   createSession(maxLength: number): DecodeSession {

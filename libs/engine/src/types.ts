@@ -167,6 +167,17 @@ export interface AdamWHyperparameters {
   maxGradNorm: number;
 }
 
+/**
+ * AdamW state for checkpoints: the moments of every trainable tensor concatenated in the engine's
+ * own order (native: the core's trainable slots, see `et_get_optimizer_state`; tfjs: the order of
+ * `tensorNames('trainable')`), and the update count `t`. Only the engine that wrote it reads it back.
+ */
+export interface OptimizerState {
+  steps: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
 export interface OptimizerStepResult {
   /** Global gradient norm before clipping. */
   gradNorm: number;
@@ -216,6 +227,10 @@ export interface ModelBackend {
   zeroGrad(): void;
   /** Clip, AdamW-update every trainable tensor, zero the gradients. */
   optimizerStep(hyper: AdamWHyperparameters): Promise<OptimizerStepResult>;
+  /** A copy of the AdamW state (zeros before the first update). */
+  optimizerState(): OptimizerState;
+  /** Restores what `optimizerState` returned for the same model, adapter and train mode; a different size is refused. */
+  setOptimizerState(state: OptimizerState): void;
   createSession(maxLength: number): DecodeSession;
   dispose(): void;
 }

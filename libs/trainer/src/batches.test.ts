@@ -54,4 +54,13 @@ describe('batches', () => {
     const seen = firstEpoch.flatMap((b) => [...b.ids].filter((_, k) => k % 2 === 0));
     expect(seen.sort()).toEqual([0, 1, 2, 3, 4]);
   });
+
+  it('resumes at an epoch and a micro-batch within it (a checkpoint position)', () => {
+    const sequences = Array.from({ length: 5 }, (_, i) => ({ ids: Int32Array.from([i, i + 100]), line: i + 1 }));
+    const whole = microBatches(sequences, 2, 3, 0);
+    const skipped = Array.from({ length: 4 }, () => whole.next().value!);
+    expect(skipped).toHaveLength(4);
+    const resumed = microBatches(sequences, 2, 3, 0, { epoch: 1, position: 1 });
+    for (let i = 0; i < 5; i++) expect(resumed.next().value).toEqual(whole.next().value);
+  });
 });

@@ -37,16 +37,21 @@ export function makeBatch(sequences: readonly TrainingSequence[], padId: number)
   return batch;
 }
 
-/** Endless micro-batches, epoch after epoch, each epoch in its own seeded order. */
+/**
+ * Endless micro-batches, epoch after epoch, each epoch in its own seeded order; `start` resumes
+ * at an epoch and a micro-batch within it (a checkpoint's data position).
+ */
 export function* microBatches(
   sequences: readonly TrainingSequence[],
   batchSize: number,
   seed: number,
   padId: number,
+  start: { epoch: number; position: number } = { epoch: 0, position: 0 },
 ): Generator<TrainBatch> {
-  for (let epoch = 0; ; epoch++) {
+  for (let epoch = start.epoch; ; epoch++) {
     const order = epochOrder(sequences.length, seed, epoch);
-    for (let i = 0; i < order.length; i += batchSize) {
+    const first = epoch === start.epoch ? start.position * batchSize : 0;
+    for (let i = first; i < order.length; i += batchSize) {
       yield makeBatch(
         order.slice(i, i + batchSize).map((k) => sequences[k]!),
         padId,

@@ -37,7 +37,7 @@ Commands:
   logits      --model DIR [--adapter DIR] --ids 1,2,3 --out FILE.safetensors
   generate    --model DIR [--adapter DIR] (--ids 1,2,3 | --prompt TEXT) --max-new-tokens N
               [--greedy | --temperature T --top-p P --seed S] [--json]
-  train       --config FILE.yaml [--set key.path=value ...]
+  train       --config FILE.yaml [--set key.path=value ...] [--resume RUN_DIR | --resume RUN_DIR/checkpoints/step-N]
   eval        --model DIR [--adapter DIR] --data FILE.jsonl [--max-seq-len N] [--format F]
               [--column OURS=THEIRS ...] [--max-answer-tokens N] [--max-generate-rows N] [--batch-size N]
   export      --run DIR --out DIR [--dtype F32|BF16|F16]
@@ -178,7 +178,13 @@ function applyOverrides(config: Record<string, unknown>, sets: string[]): void {
 }
 
 async function commandTrain(args: string[]): Promise<void> {
-  const v = options(args, { config: { type: 'string' }, set: { type: 'string', multiple: true } });
+  const v = options(args, {
+    config: { type: 'string' },
+    set: { type: 'string', multiple: true },
+    resume: { type: 'string' },
+  });
+  const resume = v.resume as string | undefined;
+  if (resume !== undefined && !existsSync(resume)) throw new Error(`--resume: ${resume} does not exist`);
   const file = required(v, 'config');
   if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
   const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
@@ -201,41 +207,48 @@ async function commandTrain(args: string[]): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   try {
-    const result = await runTraining(config, {
-      signal: abort.signal,
-      onStart: (info) => {
-        progress.note(
-          `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
-            `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
-        );
-        if (info.badRows.length > 0)
+    const result = await runTraining(
+      config,
+      {
+        signal: abort.signal,
+        onStart: (info) => {
           progress.note(
-            `${info.data.badRows} bad row(s) in ${config.data.train} left out:\n${formatProblems(info.badRows)}`,
+            `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
+              `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
           );
-        if (info.badValidationRows.length > 0)
-          progress.note(`bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`);
-        if (info.validationSequences > 0)
-          progress.note(
-            `${info.validationSequences} validation sequence(s) held out, evaluated ` +
-              (config.training.eval_every > 0 ? `every ${config.training.eval_every} steps and ` : '') +
-              'after the last step',
-          );
-        const perLayer = perLayerLine(info);
-        if (perLayer) progress.note(perLayer);
-        for (const note of info.notes) progress.note(`note: ${note}`);
+          if (info.badRows.length > 0)
+            progress.note(
+              `${info.data.badRows} bad row(s) in ${config.data.train} left out:\n${formatProblems(info.badRows)}`,
+            );
+          if (info.badValidationRows.length > 0)
+            progress.note(
+              `bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`,
+            );
+          if (info.validationSequences > 0)
+            progress.note(
+              `${info.validationSequences} validation sequence(s) held out, evaluated ` +
+                (config.training.eval_every > 0 ? `every ${config.training.eval_every} steps and ` : '') +
+                'after the last step',
+            );
+          const perLayer = perLayerLine(info);
+          if (perLayer) progress.note(perLayer);
+          for (const note of info.notes) progress.note(`note: ${note}`);
+        },
+        onStep: (r) =>
+          progress.update(
+            r.step,
+            r.totalSteps,
+            `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
+            r.elapsedSeconds,
+          ),
+        onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
       },
-      onStep: (r) =>
-        progress.update(
-          r.step,
-          r.totalSteps,
-          `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
-          r.elapsedSeconds,
-        ),
-      onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
-    });
+      { resume },
+    );
     progress.done();
     const first = result.losses[0];
     const lastLoss = result.losses[result.losses.length - 1];
+    if (result.resumedFrom > 0) console.log(`resumed after step ${result.resumedFrom}`);
     console.log(
       `${result.stopped ? 'stopped' : 'finished'} after ${result.stepsCompleted}/${result.totalSteps} steps` +
         (first !== undefined && lastLoss !== undefined ? `: loss ${first.toFixed(4)} → ${lastLoss.toFixed(4)}` : ''),

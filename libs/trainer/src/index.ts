@@ -1,6 +1,7 @@
 export {
   runTraining,
   type TrainCallbacks,
+  type TrainOptions,
   type TrainResult,
   type StepReport,
   type StartInfo,
@@ -40,6 +41,7 @@ export {
   type RowProblem,
 } from './rows.js';
 export { epochOrder, makeBatch, microBatches } from './batches.js';
+export { configHash, differingKeys, listCheckpoints, resolveCheckpoint, type CheckpointState } from './checkpoints.js';
 export { loadModelWithAdapter, attachExport, describeAdapterExport, type LoadOptions } from './load.js';
 export {
   exportRun,

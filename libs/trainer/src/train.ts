@@ -6,7 +6,7 @@
  * export.
  */
 import { randomUUID } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import type { TrainConfig } from '@expertune/contracts';
@@ -27,6 +27,15 @@ import { loadTokenizer } from '@expertune/formats';
 import { adapterConfigFor } from './adapter-config.js';
 import { microBatches } from './batches.js';
 import { dataOptionsFor, loadTrainingData, type DataStats, type RowProblem } from './data.js';
+import {
+  configHash,
+  loadCheckpointInto,
+  readCheckpoint,
+  resolveCheckpoint,
+  runDirOf,
+  writeCheckpoint,
+  type CheckpointState,
+} from './checkpoints.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { exportRun, saveRunState } from './run-state.js';
 
@@ -79,11 +88,46 @@ export interface TrainResult {
   /** The evaluation after the last step (null without validation data). */
   finalEval: EvalResult | null;
   stopped: boolean;
+  /** The step the run resumed after (0 for a fresh run); `losses` are of the later steps. */
+  resumedFrom: number;
 }
 
-export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks = {}): Promise<TrainResult> {
+export interface TrainOptions {
+  /** A checkpoint directory (`…/checkpoints/step-N`) or a run directory (its latest checkpoint) to continue. */
+  resume?: string;
+}
+
+/**
+ * Keeps the lines of a JSONL log whose `step` is at most `step` (a resumed run drops what the
+ * interrupted process wrote after its checkpoint); creates the file empty when absent.
+ */
+function truncateLog(path: string, step: number): void {
+  if (!existsSync(path)) {
+    writeFileSync(path, '');
+    return;
+  }
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as { step?: number }).step! <= step;
+      } catch {
+        return false; // a line cut short by the kill
+      }
+    });
+  writeFileSync(path, kept.map((line) => line + '\n').join(''));
+}
+
+export async function runTraining(
+  config: TrainConfig,
+  callbacks: TrainCallbacks = {},
+  options: TrainOptions = {},
+): Promise<TrainResult> {
   const modelDir = resolve(config.model);
-  const outputDir = resolve(config.output_dir);
+  // A resumed run continues in the directory of its checkpoint, whatever output_dir says.
+  const checkpointDir = options.resume !== undefined ? resolveCheckpoint(resolve(options.resume)) : null;
+  const outputDir = checkpointDir ? resolve(runDirOf(checkpointDir)) : resolve(config.output_dir);
   const engine = Engine.create(config.engine, { threads: config.threads });
   const model = await engine.loadModel(modelDir);
   try {
@@ -136,6 +180,29 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         minLrRatio: config.schedule.min_lr_ratio,
       },
     });
+    // Micro-batches per epoch; the data position after s updates is s·accumulation of them.
+    const perEpoch = Math.ceil(data.sequences.length / batchSize);
+    const positionAfter = (steps: number) => ({
+      epoch: Math.floor((steps * accumulation) / perEpoch),
+      position: (steps * accumulation) % perEpoch,
+    });
+    let resumed: CheckpointState | null = null;
+    if (checkpointDir) {
+      resumed = readCheckpoint(checkpointDir, config, model.backend.engineName);
+      const expected = positionAfter(resumed.step);
+      if (resumed.epoch !== expected.epoch || resumed.position !== expected.position)
+        throw new Error(
+          `cannot resume from ${checkpointDir}: its data position (epoch ${resumed.epoch}, micro-batch ${resumed.position}) ` +
+            `does not match this data (epoch ${expected.epoch}, micro-batch ${expected.position})`,
+        );
+      if (resumed.step >= totalSteps)
+        throw new Error(
+          `cannot resume from ${checkpointDir}: it is at step ${resumed.step} of ${totalSteps}, nothing is left`,
+        );
+      loadCheckpointInto(checkpointDir, model);
+      optimizer.resumeAt(resumed.step);
+    }
+    const startStep = resumed?.step ?? 0;
     callbacks.onStart?.({
       totalSteps,
       data: data.stats,
@@ -152,14 +219,15 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
     // metrics.jsonl: one line per optimizer step, full precision, written as the run goes.
     mkdirSync(outputDir, { recursive: true });
     const metricsPath = join(outputDir, 'metrics.jsonl');
-    writeFileSync(metricsPath, '');
+    const resetLog = (path: string) => (resumed ? truncateLog(path, startStep) : writeFileSync(path, ''));
+    resetLog(metricsPath);
     // routing.jsonl: mixtures only, one line per step with every site's routing statistics.
     const routingPath = adapterConfig && hasRouting(adapterConfig) ? join(outputDir, 'routing.jsonl') : null;
-    if (routingPath) writeFileSync(routingPath, '');
+    if (routingPath) resetLog(routingPath);
     const routed = adapterConfig !== null && hasRouter(adapterConfig);
     // eval.jsonl: one line per evaluation of the validation data.
     const evalPath = join(outputDir, 'eval.jsonl');
-    if (data.validation.length > 0) writeFileSync(evalPath, '');
+    if (data.validation.length > 0) resetLog(evalPath);
     let finalEval: EvalResult | null = null;
 
     const padId = tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
@@ -176,13 +244,14 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
       return result;
     };
     let evaluatedAt = -1;
-    const batches = microBatches(data.sequences, batchSize, config.seed, padId);
+    const batches = microBatches(data.sequences, batchSize, config.seed, padId, positionAfter(startStep));
+    const hash = configHash(config);
     const losses: number[] = [];
     const started = performance.now();
     let tokens = 0;
     let stopped = false;
     let last: TrainStepResult | null = null;
-    for (let step = 0; step < totalSteps; step++) {
+    for (let step = startStep; step < totalSteps; step++) {
       if (callbacks.signal?.aborted) {
         stopped = true;
         break;
@@ -227,9 +296,26 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         finalEval = await runEval(step + 1);
         evaluatedAt = step + 1;
       }
+      const checkpointEvery = config.training.checkpoint_every;
+      if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0)
+        writeCheckpoint(
+          outputDir,
+          model,
+          {
+            step: step + 1,
+            ...positionAfter(step + 1),
+            seed: config.seed,
+            engine: model.backend.engineName,
+            config_hash: hash,
+            config,
+            eval_loss: evaluatedAt === step + 1 && finalEval ? finalEval.loss : null,
+          },
+          config.training.keep_checkpoints,
+        );
     }
-    if (data.validation.length > 0 && losses.length > 0 && evaluatedAt !== losses.length)
-      finalEval = await runEval(losses.length);
+    const completed = startStep + losses.length;
+    if (data.validation.length > 0 && losses.length > 0 && evaluatedAt !== completed)
+      finalEval = await runEval(completed);
 
     const runId = randomUUID();
     // Every adapter tensor, frozen ones included (FlyLoRA's A and bias), or every trained weight.
@@ -246,7 +332,7 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
         adapter: adapterConfig,
         num_layers: model.config.numLayers,
         dataset_hash: data.hash,
-        steps_completed: losses.length,
+        steps_completed: completed,
         total_steps: totalSteps,
         final_metrics: {
           ...(last ? { train_loss: last.loss, token_accuracy: last.correct / last.tokens } : {}),
@@ -258,7 +344,17 @@ export async function runTraining(config: TrainConfig, callbacks: TrainCallbacks
     );
     const exportDir = join(outputDir, 'export');
     exportRun(outputDir, exportDir, config.export_dtype);
-    return { runId, outputDir, exportDir, stepsCompleted: losses.length, totalSteps, losses, finalEval, stopped };
+    return {
+      runId,
+      outputDir,
+      exportDir,
+      stepsCompleted: completed,
+      totalSteps,
+      losses,
+      finalEval,
+      stopped,
+      resumedFrom: startStep,
+    };
   } finally {
     model.dispose();
   }

@@ -21,6 +21,7 @@ import type {
   ForwardOptions,
   LoraConfig,
   ModelBackend,
+  OptimizerState,
   OptimizerStepResult,
   Projection,
   SiteRoutingStats,
@@ -455,6 +456,45 @@ export class TfjsModel implements ModelBackend {
     this.zeroGrad();
     this.routing?.resetStep();
     return { gradNorm };
+  }
+
+  optimizerState(): OptimizerState {
+    const names = this.tensorNames('trainable');
+    const sizes = names.map((name) => this.shapeOf(name).reduce((a, b) => a * b, 1));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const out: OptimizerState = { steps: 0, m: new Float32Array(total), v: new Float32Array(total) };
+    let at = 0;
+    names.forEach((name, i) => {
+      const state = this.optimizerStates.get(name);
+      if (state !== undefined) {
+        out.m.set(state.m, at);
+        out.v.set(state.v, at);
+        out.steps = Math.max(out.steps, state.step);
+      }
+      at += sizes[i]!;
+    });
+    return out;
+  }
+
+  setOptimizerState(state: OptimizerState): void {
+    const names = this.tensorNames('trainable');
+    const sizes = names.map((name) => this.shapeOf(name).reduce((a, b) => a * b, 1));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (state.m.length !== total || state.v.length !== total) {
+      throw new RangeError(
+        `optimizer state has ${total} values per moment, got m ${state.m.length} and v ${state.v.length}`,
+      );
+    }
+    let at = 0;
+    names.forEach((name, i) => {
+      const size = sizes[i]!;
+      this.optimizerStates.set(name, {
+        m: state.m.slice(at, at + size),
+        v: state.v.slice(at, at + size),
+        step: state.steps,
+      });
+      at += size;
+    });
   }
 
   // ---- decoding ------------------------------------------------------------------------------
