@@ -141,3 +141,43 @@ describe.each(Object.keys(METHODS) as (keyof typeof METHODS)[])('resume (%s)', (
     expect(losses(runDir).get(STEPS)).toBe(reference.get(STEPS));
   });
 });
+
+describe('cooperative stop', () => {
+  it('Ctrl-C finishes the step, checkpoints it with checkpointing off, and the run resumes exactly', async () => {
+    const whole = join(work.path, 'stop-whole');
+    runCliOk(['train', '--config', writeConfig('stop-whole', 'mola', whole)]);
+    const reference = losses(whole);
+
+    const runDir = join(work.path, 'stop-interrupted');
+    const config = writeConfig('stop-interrupted', 'mola', runDir); // checkpoint_every: 0 (off)
+    const child = spawn(
+      process.execPath,
+      [join(repoRoot, 'libs', 'trainer', 'bin', 'expertune.js'), 'train', '--config', config],
+      { cwd: repoRoot, stdio: 'ignore', env: { ...process.env, FORCE_COLOR: '0' } },
+    );
+    const metricsPath = join(runDir, 'metrics.jsonl');
+    const code = await new Promise<number | null>((done) => {
+      let interrupted = false;
+      const poll = setInterval(() => {
+        const lines = existsSync(metricsPath) ? readFileSync(metricsPath, 'utf8').trim().split('\n').length : 0;
+        if (!interrupted && lines >= 3) {
+          interrupted = true;
+          child.kill('SIGINT');
+        }
+      }, 2);
+      child.on('exit', (exitCode) => {
+        clearInterval(poll);
+        done(exitCode);
+      });
+    });
+    expect(code).toBe(0);
+    const k = losses(runDir).size;
+    expect(k).toBeGreaterThanOrEqual(3);
+    expect(k).toBeLessThan(STEPS);
+    expect(checkpointSteps(runDir)).toEqual([k]);
+
+    runCliOk(['train', '--config', config, '--resume', runDir]);
+    const after = losses(runDir);
+    for (let step = 1; step <= STEPS; step++) expect(after.get(step), `step ${step}`).toBe(reference.get(step));
+  });
+});

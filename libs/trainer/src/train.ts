@@ -251,6 +251,25 @@ export async function runTraining(
     let tokens = 0;
     let stopped = false;
     let last: TrainStepResult | null = null;
+    const checkpointEvery = config.training.checkpoint_every;
+    let checkpointedAt = startStep;
+    const checkpoint = (done: number) => {
+      writeCheckpoint(
+        outputDir,
+        model,
+        {
+          step: done,
+          ...positionAfter(done),
+          seed: config.seed,
+          engine: model.backend.engineName,
+          config_hash: hash,
+          config,
+          eval_loss: evaluatedAt === done && finalEval ? finalEval.loss : null,
+        },
+        config.training.keep_checkpoints,
+      );
+      checkpointedAt = done;
+    };
     for (let step = startStep; step < totalSteps; step++) {
       if (callbacks.signal?.aborted) {
         stopped = true;
@@ -296,24 +315,12 @@ export async function runTraining(
         finalEval = await runEval(step + 1);
         evaluatedAt = step + 1;
       }
-      const checkpointEvery = config.training.checkpoint_every;
-      if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0)
-        writeCheckpoint(
-          outputDir,
-          model,
-          {
-            step: step + 1,
-            ...positionAfter(step + 1),
-            seed: config.seed,
-            engine: model.backend.engineName,
-            config_hash: hash,
-            config,
-            eval_loss: evaluatedAt === step + 1 && finalEval ? finalEval.loss : null,
-          },
-          config.training.keep_checkpoints,
-        );
+      if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) checkpoint(step + 1);
     }
     const completed = startStep + losses.length;
+    // A cooperative stop (AbortSignal, Ctrl-C) finishes its step and checkpoints it, so the run can
+    // resume from exactly there whatever checkpoint_every says.
+    if (stopped && completed > checkpointedAt) checkpoint(completed);
     if (data.validation.length > 0 && losses.length > 0 && evaluatedAt !== completed)
       finalEval = await runEval(completed);
 
