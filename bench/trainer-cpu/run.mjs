@@ -160,22 +160,7 @@ async function worker(job) {
   );
   const adapterConfig = trainer.adapterConfigFor(config, model.config.numLayers);
   model.attachAdapter(adapterConfig);
-  const optimizer = new engineLib.Optimizer(model, {
-    beta1: config.optimizer.beta1,
-    beta2: config.optimizer.beta2,
-    eps: config.optimizer.eps,
-    weightDecay: config.optimizer.weight_decay,
-    maxGradNorm: config.optimizer.max_grad_norm,
-    seed: config.seed,
-    recompute: config.training.recompute,
-    schedule: {
-      kind: config.schedule.kind,
-      lr: config.optimizer.lr,
-      warmupSteps: config.schedule.warmup_steps,
-      totalSteps: steps,
-      minLrRatio: config.schedule.min_lr_ratio,
-    },
-  });
+  const optimizer = new engineLib.Optimizer(model, trainer.optimizerConfigFor(config, steps));
   const padId = tokenizer.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
   const it = trainer.microBatches(data.sequences, config.training.micro_batch_size, config.seed, padId);
   const batches = Array.from({ length: steps }, () => it.next().value);

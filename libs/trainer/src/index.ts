@@ -1,5 +1,6 @@
 export {
   runTraining,
+  optimizerConfigFor,
   type TrainCallbacks,
   type TrainOptions,
   type TrainResult,

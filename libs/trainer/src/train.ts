@@ -20,6 +20,7 @@ import {
   validateAdapterConfig,
   type AdapterConfig,
   type SiteRoutingStats,
+  type OptimizerConfig,
   type TrainStepResult,
 } from '@expertune/engine';
 import { loadTokenizer } from '@expertune/formats';
@@ -119,6 +120,26 @@ function truncateLog(path: string, step: number): void {
   writeFileSync(path, kept.map((line) => line + '\n').join(''));
 }
 
+/** The engine optimizer's settings for a training config running `totalSteps` updates. */
+export function optimizerConfigFor(config: TrainConfig, totalSteps: number): OptimizerConfig {
+  return {
+    beta1: config.optimizer.beta1,
+    beta2: config.optimizer.beta2,
+    eps: config.optimizer.eps,
+    weightDecay: config.optimizer.weight_decay,
+    maxGradNorm: config.optimizer.max_grad_norm,
+    seed: config.seed,
+    recompute: config.training.recompute,
+    schedule: {
+      kind: config.schedule.kind,
+      lr: config.optimizer.lr,
+      warmupSteps: config.schedule.warmup_steps,
+      totalSteps,
+      minLrRatio: config.schedule.min_lr_ratio,
+    },
+  };
+}
+
 export async function runTraining(
   config: TrainConfig,
   callbacks: TrainCallbacks = {},
@@ -164,22 +185,7 @@ export async function runTraining(
     const { micro_batch_size: batchSize, grad_accumulation: accumulation } = config.training;
     const stepsPerEpoch = Math.ceil(data.sequences.length / (batchSize * accumulation));
     const totalSteps = config.training.max_steps ?? Math.max(1, Math.ceil(config.training.epochs * stepsPerEpoch));
-    const optimizer = new Optimizer(model, {
-      beta1: config.optimizer.beta1,
-      beta2: config.optimizer.beta2,
-      eps: config.optimizer.eps,
-      weightDecay: config.optimizer.weight_decay,
-      maxGradNorm: config.optimizer.max_grad_norm,
-      seed: config.seed,
-      recompute: config.training.recompute,
-      schedule: {
-        kind: config.schedule.kind,
-        lr: config.optimizer.lr,
-        warmupSteps: config.schedule.warmup_steps,
-        totalSteps,
-        minLrRatio: config.schedule.min_lr_ratio,
-      },
-    });
+    const optimizer = new Optimizer(model, optimizerConfigFor(config, totalSteps));
     // Micro-batches per epoch; the data position after s updates is s·accumulation of them.
     const perEpoch = Math.ceil(data.sequences.length / batchSize);
     const positionAfter = (steps: number) => ({
