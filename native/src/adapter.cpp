@@ -27,6 +27,18 @@ ThreadPool& pool() { return ThreadPool::global(); }
 
 bool masked_out(const uint8_t* mask, long t) { return mask && !mask[t]; }
 
+// f of the load balance: counts over all assignments (Switch), or, for DynMoLE's masked gates,
+// per real token; zeros when there is nothing to divide by.
+std::vector<double> balance_fractions(const std::vector<double>& counts, double tokens, bool by_probability) {
+  double assigned = 0.0;
+  for (double v : counts) assigned += v;
+  const double denominator = by_probability ? tokens : assigned;
+  std::vector<double> f(counts.size(), 0.0);
+  if (denominator > 0.0)
+    for (size_t e = 0; e < counts.size(); ++e) f[e] = counts[e] / denominator;
+  return f;
+}
+
 // (2u − 1)/sqrt(in) from the counter hash, in double and rounded once (docs/methods.md).
 void init_uniform(float* out, long count, long in, uint32_t seed, uint32_t stream) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
@@ -227,31 +239,25 @@ const float* Adapter::a_operand(Group& g) {
   return dense_a_.data();
 }
 
+// out (or out +=, when accumulating) = keep ⊙ in · 1/(1 − p) with the group's mask (docs/methods.md "Dropout").
+void Adapter::group_dropout(const Group& g, const float* in, long ldin, float* out, long ldout, long rows,
+                            uint32_t seed, bool accumulate) {
+  const Kernels& K = kernels();
+  const uint32_t threshold = dropout_threshold(s_.c.dropout);
+  const float keep_scale = 1.0f / (1.0f - s_.c.dropout);
+  const uint32_t stream = static_cast<uint32_t>(g.layer * ET_NUM_PROJ + kFirstProjection[g.kind]);
+  pool().parallel_for(rows, 64, [&](long r0, long r1, int) {
+    K.dropout(in + r0 * ldin, ldin, out + r0 * ldout, ldout, r1 - r0, g.in, r0, seed, stream, threshold, keep_scale,
+              accumulate);
+  });
+}
+
 const float* Adapter::dropped_input(const Group& g, const float* x, long ldx, long rows, uint32_t seed,
                                     long* ld_out) {
   dropped_.reserve(rows * g.in);
-  float* out = dropped_.data();
-  const Kernels& K = kernels();
-  const uint32_t threshold = dropout_threshold(s_.c.dropout);
-  const float keep_scale = 1.0f / (1.0f - s_.c.dropout);
-  const uint32_t stream = static_cast<uint32_t>(g.layer * ET_NUM_PROJ + kFirstProjection[g.kind]);
-  pool().parallel_for(rows, 64, [&](long r0, long r1, int) {
-    K.dropout(x + r0 * ldx, ldx, out + r0 * g.in, g.in, r1 - r0, g.in, r0, seed, stream, threshold, keep_scale,
-              false);
-  });
+  group_dropout(g, x, ldx, dropped_.data(), g.in, rows, seed, false);
   *ld_out = g.in;
-  return out;
-}
-
-void Adapter::add_dropped(const Group& g, const float* gx, long rows, float* dx, long lddx, uint32_t seed) {
-  const Kernels& K = kernels();
-  const uint32_t threshold = dropout_threshold(s_.c.dropout);
-  const float keep_scale = 1.0f / (1.0f - s_.c.dropout);
-  const uint32_t stream = static_cast<uint32_t>(g.layer * ET_NUM_PROJ + kFirstProjection[g.kind]);
-  pool().parallel_for(rows, 64, [&](long r0, long r1, int) {
-    K.dropout(gx + r0 * g.in, g.in, dx + r0 * lddx, lddx, r1 - r0, g.in, r0, seed, stream, threshold, keep_scale,
-              true);
-  });
+  return dropped_.data();
 }
 
 // Gates of one site from its router logits (or, for FlyLoRA, its H) in hz; statistics when asked.
@@ -430,7 +436,7 @@ void Adapter::backward_group(Group& g, const float* x, long ldx, const float* hz
   }
   grad_x_.reserve(rows * in);
   gemm(false, false, rows, in, g.h_width, 1.0f, dhz, W, A, in, 0.0f, grad_x_.data(), in);
-  add_dropped(g, grad_x_.data(), rows, dx, lddx, pass.dropout_seed);
+  group_dropout(g, grad_x_.data(), in, dx, lddx, rows, pass.dropout_seed, true);  // drop'(dH A)
   if (g.z_width) gemm(false, false, rows, in, g.z_width, 1.0f, dhz + g.h_width, W, A + g.h_width * in, in, 1.0f, dx, lddx);
 }
 
@@ -500,17 +506,9 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
       step_prob[e] += prob[e];
     }
     step_tokens_[pool_index] += tokens;
-    auto fractions = [&](const std::vector<double>& counts, double token_count) {
-      std::vector<double> f(N, 0.0);
-      double total = 0.0;
-      for (double v : counts) total += v;
-      const double denominator = by_probability ? token_count : total;
-      if (denominator > 0.0)
-        for (long e = 0; e < N; ++e) f[e] = counts[e] / denominator;
-      return f;
-    };
-    const std::vector<double> f = c.balance_global ? fractions(step_count, step_tokens_[pool_index])
-                                                   : fractions(count, tokens);
+    const std::vector<double> f = c.balance_global
+                                      ? balance_fractions(step_count, step_tokens_[pool_index], by_probability)
+                                      : balance_fractions(count, tokens, by_probability);
     double loss = 0.0;
     for (long e = 0; e < N; ++e) loss += N * f[e] * prob[e] / tokens;
     result.balance += loss;
@@ -565,14 +563,11 @@ AuxResult Adapter::auxiliary_losses(long batch, long seq, const uint8_t* mask, c
 double Adapter::step_balance(bool by_probability) const {
   double total = 0.0;
   for (size_t pool_index = 0; pool_index < step_counts_.size(); ++pool_index) {
-    const std::vector<double>& counts = step_counts_[pool_index];
     const double tokens = step_tokens_[pool_index];
-    double assigned = 0.0;
-    for (double v : counts) assigned += v;
-    const double denominator = by_probability ? tokens : assigned;
-    if (tokens <= 0.0 || denominator <= 0.0) continue;
-    const long N = static_cast<long>(counts.size());
-    for (long e = 0; e < N; ++e) total += N * (counts[e] / denominator) * step_prob_[pool_index][e] / tokens;
+    if (tokens <= 0.0) continue;
+    const std::vector<double> f = balance_fractions(step_counts_[pool_index], tokens, by_probability);
+    const long N = static_cast<long>(f.size());
+    for (long e = 0; e < N; ++e) total += N * f[e] * step_prob_[pool_index][e] / tokens;
   }
   return total;
 }

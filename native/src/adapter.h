@@ -122,7 +122,8 @@ class Adapter {
   // M = s·H⊙Ĝ of one site, [rows, E·r], in scratch.
   const float* gated(const Site& site, const float* h, long ldh, long rows);  // the stacked A rows (FlyLoRA: expanded from sparse)
   const float* dropped_input(const Group& g, const float* x, long ldx, long rows, uint32_t seed, long* ld_out);
-  void add_dropped(const Group& g, const float* gx, long rows, float* dx, long lddx, uint32_t seed);
+  void group_dropout(const Group& g, const float* in, long ldin, float* out, long ldout, long rows, uint32_t seed,
+                     bool accumulate);
 
   AdapterSettings s_;
   long layers_;
