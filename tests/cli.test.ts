@@ -333,3 +333,45 @@ describe('evaluation', () => {
     expect(result.stderr).toMatch(/--data is required/);
   });
 });
+
+describe('pretraining', () => {
+  it('pretrains from a recipe with relative paths, and refuses unknown recipe keys by name', () => {
+    const dir = join(work.path, 'pretrain');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'book.txt'),
+      Array.from({ length: 20 }, (_, i) => `Chapter ${i}. The sea is wide.`).join('\n\n'),
+    );
+    const recipe = join(dir, 'recipe.yaml');
+    writeFileSync(
+      recipe,
+      [
+        'text: [./book.txt]',
+        'output_dir: ./run',
+        'model_dir: ./model',
+        'tokenizer: { vocab_size: 270 }',
+        'model: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }',
+        'data: { max_seq_len: 32 }',
+        'training: { max_steps: 3, micro_batch_size: 2 }',
+      ].join('\n'),
+    );
+    const out = runCliOk(['pretrain', '--config', recipe]);
+    expect(out.stdout).toMatch(/model saved in .*model/);
+    const info = JSON.parse(runCliOk(['info', '--model', join(dir, 'model')]).stdout);
+    expect(info.config.vocabSize).toBe(270);
+    expect(info.config.tieWordEmbeddings).toBe(true);
+
+    const failure = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      const result = runCli(['pretrain', '--config', join(dir, name)]);
+      expect(result.status).toBe(1);
+      return result.stderr;
+    };
+    expect(failure('bad.yaml', 'text: [./book.txt]\noutput_dir: ./run\nmodel: { hidden: 32 }\n')).toMatch(
+      /model: Unrecognized key: "hidden"/,
+    );
+    expect(failure('missing.yaml', 'text: [./nowhere.txt]\noutput_dir: ./run\n')).toMatch(
+      /text file not found: .*nowhere\.txt/,
+    );
+  });
+});

@@ -1,2 +1,3 @@
 export * from './train-config.js';
 export * from './methods/index.js';
+export * from './pretrain-config.js';

@@ -197,18 +197,23 @@ export class ConfigError extends Error {
     super(message);
     this.name = 'ConfigError';
   }
+
+  /** One line per problem, each with its key path. */
+  static fromZod(error: z.ZodError, heading: string): ConfigError {
+    const issues = error.issues.map((issue) => ({
+      path: issue.path.map(String).join('.') || '(root)',
+      message: issue.message,
+    }));
+    const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join('\n');
+    return new ConfigError(`${heading}:\n${lines}`, issues);
+  }
 }
 
 /** Validates and fills defaults; every problem is reported with its key path. */
 export function parseTrainConfig(input: unknown, source = 'config'): TrainConfig {
   const result = trainConfigSchema.safeParse(input);
   if (result.success) return withMethodSection(result.data);
-  const issues = result.error.issues.map((issue) => ({
-    path: issue.path.map(String).join('.') || '(root)',
-    message: issue.message,
-  }));
-  const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join('\n');
-  throw new ConfigError(`${source} is not a valid training config:\n${lines}`, issues);
+  throw ConfigError.fromZod(result.error, `${source} is not a valid training config`);
 }
 
 /** Each adapter method's section, by method name. */

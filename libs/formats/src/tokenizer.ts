@@ -209,6 +209,11 @@ export interface ByteLevelTokenizerOptions {
    * joined token to the vocabulary; both parts must already be tokens (bytes or earlier merges).
    */
   merges?: readonly (readonly [string, string])[];
+  /**
+   * Merges already written in the byte-level alphabet (what a BPE trainer produces: a part may
+   * be a piece of a multi-byte character, which plain text cannot hold); applied after `merges`.
+   */
+  byteLevelMerges?: readonly (readonly [string, string])[];
   /** Special tokens, added after the merges. Default ["<s>", "</s>"]. */
   specialTokens?: readonly string[];
   /** Special token prepended when encoding with special tokens; null for none. Default "<s>". */
@@ -228,9 +233,11 @@ export function byteLevelTokenizerJson(options: ByteLevelTokenizerOptions = {}):
   BYTE_TO_CHAR.forEach((char, byte) => (vocab[char] = byte));
   let nextId = 256;
   const merges: string[] = [];
-  for (const [left, right] of options.merges ?? []) {
-    const a = toByteLevel(left);
-    const b = toByteLevel(right);
+  const allMerges = [
+    ...(options.merges ?? []).map(([left, right]) => [left, right, toByteLevel(left), toByteLevel(right)] as const),
+    ...(options.byteLevelMerges ?? []).map(([a, b]) => [a, b, a, b] as const),
+  ];
+  for (const [left, right, a, b] of allMerges) {
     for (const part of [a, b]) {
       if (!(part in vocab)) {
         throw new TokenizerError(

@@ -1,12 +1,12 @@
 /**
- * The `expertune` command line: logits, generate, train, eval, export, init-model, info, data validate.
+ * The `expertune` command line: logits, generate, train, eval, export, pretrain, init-model, info, data validate.
  * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-import { DATA_FORMATS, parseTrainConfig } from '@expertune/contracts';
+import { DATA_FORMATS, parsePretrainConfig, parseTrainConfig, type TrainConfig } from '@expertune/contracts';
 import { blasHint, generate, nativeInfo } from '@expertune/engine';
 import {
   byteLevelTokenizerConfig,
@@ -27,7 +27,8 @@ import { describeAdapterExport, loadModelWithAdapter } from './load.js';
 import { ProgressLine } from './progress.js';
 import { COLUMN_NAMES, type DataFormat } from './rows.js';
 import { exportRun } from './run-state.js';
-import { runTraining, type StartInfo } from './train.js';
+import { runPretraining } from './pretrain.js';
+import { runTraining, type StartInfo, type TrainCallbacks } from './train.js';
 
 class UsageError extends Error {}
 
@@ -42,6 +43,7 @@ Commands:
               [--column OURS=THEIRS ...] [--max-answer-tokens N] [--max-generate-rows N] [--batch-size N]
   export      --run DIR --out DIR [--dtype F32|BF16|F16]
               [--fallback split | --fallback collapse [--data FILE.jsonl] [--rank R]]
+  pretrain    --config RECIPE.yaml [--set key.path=value ...]   (docs/base-model.md)
   init-model  --out DIR [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed S]
   info        --model DIR [--adapter DIR]
   data validate FILE [--model DIR] [--max-seq-len N] [--format auto|text|alpaca|chat|prompt_completion|ids]
@@ -199,52 +201,8 @@ async function commandTrain(args: string[]): Promise<void> {
   const config = parseTrainConfig(raw, file);
 
   const progress = new ProgressLine(process.stderr);
-  const abort = new AbortController();
-  const onSignal = () => {
-    progress.note('stopping after this step (interrupt again to quit now)…');
-    process.off('SIGINT', onSignal);
-    abort.abort();
-  };
-  process.on('SIGINT', onSignal);
-  try {
-    const result = await runTraining(
-      config,
-      {
-        signal: abort.signal,
-        onStart: (info) => {
-          progress.note(
-            `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
-              `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
-          );
-          if (info.badRows.length > 0)
-            progress.note(
-              `${info.data.badRows} bad row(s) in ${config.data.train} left out:\n${formatProblems(info.badRows)}`,
-            );
-          if (info.badValidationRows.length > 0)
-            progress.note(
-              `bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`,
-            );
-          if (info.validationSequences > 0)
-            progress.note(
-              `${info.validationSequences} validation sequence(s) held out, evaluated ` +
-                (config.training.eval_every > 0 ? `every ${config.training.eval_every} steps and ` : '') +
-                'after the last step',
-            );
-          const perLayer = perLayerLine(info);
-          if (perLayer) progress.note(perLayer);
-          for (const note of info.notes) progress.note(`note: ${note}`);
-        },
-        onStep: (r) =>
-          progress.update(
-            r.step,
-            r.totalSteps,
-            `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
-            r.elapsedSeconds,
-          ),
-        onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
-      },
-      { resume },
-    );
+  await withInterrupt(progress, async (signal) => {
+    const result = await runTraining(config, { signal, ...reportTraining(progress, config) }, { resume });
     progress.done();
     const first = result.losses[0];
     const lastLoss = result.losses[result.losses.length - 1];
@@ -254,9 +212,103 @@ async function commandTrain(args: string[]): Promise<void> {
         (first !== undefined && lastLoss !== undefined ? `: loss ${first.toFixed(4)} → ${lastLoss.toFixed(4)}` : ''),
     );
     console.log(`run saved in ${result.outputDir}; export in ${result.exportDir}`);
+  });
+}
+
+/** Runs `body` with an AbortSignal that the first Ctrl-C raises (finish the step, checkpoint, stop). */
+async function withInterrupt(progress: ProgressLine, body: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const abort = new AbortController();
+  const onSignal = () => {
+    progress.note('stopping after this step (interrupt again to quit now)…');
+    process.off('SIGINT', onSignal);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  try {
+    await body(abort.signal);
   } finally {
     process.off('SIGINT', onSignal);
   }
+}
+
+/** The progress bar, eval lines and notes of a training run. */
+function reportTraining(progress: ProgressLine, config: TrainConfig): TrainCallbacks {
+  return {
+    onStart: (info) => {
+      progress.note(
+        `${info.engine} engine · ${config.method} · ${info.trainableParameters.toLocaleString('en-US')} trainable parameters · ` +
+          `${info.data.rows} rows, ${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
+      );
+      if (info.badRows.length > 0)
+        progress.note(
+          `${info.data.badRows} bad row(s) in ${config.data.train} left out:\n${formatProblems(info.badRows)}`,
+        );
+      if (info.badValidationRows.length > 0)
+        progress.note(`bad row(s) in ${config.data.validation} left out:\n${formatProblems(info.badValidationRows)}`);
+      if (info.validationSequences > 0)
+        progress.note(
+          `${info.validationSequences} validation sequence(s) held out, evaluated ` +
+            (config.training.eval_every > 0 ? `every ${config.training.eval_every} steps and ` : '') +
+            'after the last step',
+        );
+      const perLayer = perLayerLine(info);
+      if (perLayer) progress.note(perLayer);
+      for (const note of info.notes) progress.note(`note: ${note}`);
+    },
+    onStep: (r) =>
+      progress.update(
+        r.step,
+        r.totalSteps,
+        `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · grad ${r.gradNorm.toFixed(3)} · ${Math.round(r.tokensPerSecond)} tok/s`,
+        r.elapsedSeconds,
+      ),
+    onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
+    onEvent: (e) => {
+      if (e.type === 'checkpoint') progress.note(`checkpoint after step ${e.step}: ${e.path}`);
+    },
+  };
+}
+
+async function commandPretrain(args: string[]): Promise<void> {
+  const v = options(args, { config: { type: 'string' }, set: { type: 'string', multiple: true } });
+  const file = required(v, 'config');
+  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
+  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
+  applyOverrides(raw, (v.set as string[] | undefined) ?? []);
+  // Relative paths in the recipe are relative to the recipe file.
+  const base = resolve(file, '..');
+  for (const key of ['output_dir', 'model_dir'] as const)
+    if (typeof raw[key] === 'string') raw[key] = resolve(base, raw[key]);
+  if (Array.isArray(raw.text))
+    raw.text = raw.text.map((path) => (typeof path === 'string' ? resolve(base, path) : path));
+  const config = parsePretrainConfig(raw, file);
+  for (const path of config.text) if (!existsSync(path)) throw new Error(`text file not found: ${path}`);
+
+  const progress = new ProgressLine(process.stderr);
+  await withInterrupt(progress, async (signal) => {
+    const result = await runPretraining(config, {
+      signal,
+      onStart: (info) =>
+        progress.note(
+          `pretraining ${info.trainableParameters.toLocaleString('en-US')} parameters on ${info.data.rows} rows, ` +
+            `${info.data.tokens} tokens (${info.data.truncated} truncated) · ${info.totalSteps} steps`,
+        ),
+      onStep: (r) =>
+        progress.update(
+          r.step,
+          r.totalSteps,
+          `loss ${r.loss.toFixed(4)} · lr ${r.lr.toExponential(2)} · ${Math.round(r.tokensPerSecond)} tok/s`,
+          r.elapsedSeconds,
+        ),
+      onEval: (r) => progress.note(`eval at step ${r.step}/${r.totalSteps}: ${evalLine(r)}`),
+    });
+    progress.done();
+    const losses = result.training.losses;
+    console.log(
+      `pretrained in ${Math.round(result.seconds)} s: loss ${losses[0]?.toFixed(4)} → ${losses[losses.length - 1]?.toFixed(4)}`,
+    );
+    console.log(`model saved in ${result.modelDir} (run in ${result.runDir})`);
+  });
 }
 
 /** "loss 1.2345 · perplexity 3.44 · token accuracy 0.5123 · exact match 0.2500 (8 rows) · task: …" */
@@ -472,6 +524,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   eval: commandEval,
   export: commandExport,
   'init-model': commandInitModel,
+  pretrain: commandPretrain,
   info: commandInfo,
   data: commandData,
 };

@@ -330,6 +330,15 @@ describe('packing', () => {
     ]);
     expect(data.stats.rows).toBe(3);
   });
+
+  it('never packs the validation rows, so each keeps its own answer for exact match', () => {
+    const rows = Array.from({ length: 8 }, (_, i) => JSON.stringify({ ids: [i + 1, i + 2] }));
+    const path = file('pack-valid.jsonl', rows);
+    const data = loadTrainingData(path, { ...base, maxSeqLen: 8, packing: true, validationFraction: 0.5, seed: 1 });
+    expect(data.validation).toHaveLength(4);
+    expect(data.validation.every((s) => s.ids.length === 2)).toBe(true);
+    expect(data.sequences).toHaveLength(1);
+  });
 });
 
 describe('validation split', () => {

@@ -343,10 +343,10 @@ export function loadTrainingData(file: string, options: DataOptions): TrainingDa
   if (read.problems.length > 0 && options.onBadRows === 'fail') throw new DatasetError(file, read.problems);
   if (train.length === 0)
     throw new DatasetError(file, [...read.problems, { line: 0, field: '(file)', message: 'no good rows' }]);
-  const pack = (rows: TrainingSequence[]) => (options.packing ? packSequences(rows, options.maxSeqLen) : rows);
   return {
-    sequences: pack(train),
-    validation: pack(validation),
+    sequences: options.packing ? packSequences(train, options.maxSeqLen) : train,
+    // Never packed: evaluation scores each held-out row's answer by generation (evaluate.ts).
+    validation,
     stats: dataStats(read),
     problems: read.problems,
     validationProblems,

@@ -2,6 +2,7 @@ export {
   runTraining,
   optimizerConfigFor,
   type TrainCallbacks,
+  type TrainEvent,
   type TrainOptions,
   type TrainResult,
   type StepReport,
@@ -56,5 +57,13 @@ export {
 } from './run-state.js';
 export { adapterConfigFor, adapterConfigFromSpec, exportSpecOf, isMixture } from './adapter-config.js';
 export { exportCollapsedRun, crossEntropySum, type CollapseOptions, type CollapseResult } from './collapse.js';
-export { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
+export {
+  initRandomModel,
+  writeRandomModel,
+  MODEL_PRESETS,
+  type ModelPreset,
+  type RandomModelSpec,
+} from './init-model.js';
 export { main } from './cli.js';
+export { runPretraining, paragraphRows, type PretrainResult } from './pretrain.js';
+export { trainByteLevelBpe, learnMerges, countPreTokens, type BpeTrainingOptions } from './bpe.js';

@@ -1,10 +1,23 @@
-/** A one-line progress bar on a terminal; plain lines when the output is a file or a pipe. */
+/**
+ * A one-line progress bar with ETA on a terminal; plain lines when the output is a file or a pipe,
+ * at most one per `plainEverySeconds` of training time (plus the first and the last step), so a
+ * long run's log stays readable.
+ */
 import type { WriteStream } from 'node:tty';
+
+export interface ProgressStream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
 
 export class ProgressLine {
   private drawn = false;
+  private lastPlainAt = -Infinity;
 
-  constructor(private readonly stream: NodeJS.WriteStream | WriteStream) {}
+  constructor(
+    private readonly stream: ProgressStream | NodeJS.WriteStream | WriteStream,
+    private readonly plainEverySeconds = 10,
+  ) {}
 
   private get interactive(): boolean {
     return Boolean(this.stream.isTTY);
@@ -18,8 +31,9 @@ export class ProgressLine {
     if (this.interactive) {
       this.stream.write(`\r\x1b[2K${line}`);
       this.drawn = true;
-    } else {
+    } else if (step === 1 || step === total || elapsedSeconds - this.lastPlainAt >= this.plainEverySeconds) {
       this.stream.write(`${line}\n`);
+      this.lastPlainAt = elapsedSeconds;
     }
   }
 

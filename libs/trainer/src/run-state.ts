@@ -40,6 +40,8 @@ export interface RunRecord {
   steps_completed: number;
   total_steps: number;
   final_metrics: Record<string, number>;
+  /** Training throughput of this process (a resumed run: since the resume); evaluations excluded. */
+  throughput?: { trainable_parameters: number; tokens: number; seconds: number; tokens_per_second: number };
   finished_at: string;
 }
 

@@ -72,10 +72,21 @@ export interface EvalReport extends EvalResult {
   totalSteps: number;
 }
 
+/** Things that happen to a run besides steps and evaluations (the job worker records them). */
+export type TrainEvent =
+  | { type: 'checkpoint'; step: number; path: string }
+  | { type: 'stopped'; step: number }
+  | { type: 'finished'; step: number; exportDir: string; metrics: Record<string, number> };
+
 export interface TrainCallbacks {
   onStart?(info: StartInfo): void;
+  /** After every `training.log_every` steps and the last one. */
   onStep?(report: StepReport): void;
+  /** A mixture's routing statistics of every site, after each step (the same as routing.jsonl). */
+  onRouting?(report: { step: number; sites: ReturnType<typeof routingRow>[] }): void;
   onEval?(report: EvalReport): void;
+  onEvent?(event: TrainEvent): void;
+  /** Aborting finishes the current step, checkpoints it and stops (the run can resume exactly). */
   signal?: AbortSignal;
 }
 
@@ -237,7 +248,9 @@ export async function runTraining(
     let finalEval: EvalResult | null = null;
 
     const padId = tokenizer?.eosTokenId ?? model.config.eosTokenIds[0] ?? 0;
+    let evalSeconds = 0;
     const runEval = async (step: number): Promise<EvalResult> => {
+      const evalStarted = performance.now();
       const result = await evaluate(model, data.validation, {
         padId,
         batchSize: config.eval.batch_size,
@@ -245,6 +258,7 @@ export async function runTraining(
         maxGenerateRows: config.eval.max_generate_rows,
         stopIds: model.config.eosTokenIds,
       });
+      evalSeconds += (performance.now() - evalStarted) / 1000;
       appendFileSync(evalPath, JSON.stringify({ step, ...result }) + '\n');
       callbacks.onEval?.({ ...result, step, totalSteps });
       return result;
@@ -260,7 +274,7 @@ export async function runTraining(
     const checkpointEvery = config.training.checkpoint_every;
     let checkpointedAt = startStep;
     const checkpoint = (done: number) => {
-      writeCheckpoint(
+      const path = writeCheckpoint(
         outputDir,
         model,
         {
@@ -275,6 +289,7 @@ export async function runTraining(
         config.training.keep_checkpoints,
       );
       checkpointedAt = done;
+      callbacks.onEvent?.({ type: 'checkpoint', step: done, path });
     };
     for (let step = startStep; step < totalSteps; step++) {
       if (callbacks.signal?.aborted) {
@@ -307,11 +322,11 @@ export async function runTraining(
           elapsed_s: elapsedSeconds,
         }) + '\n',
       );
-      if (routingPath)
-        appendFileSync(
-          routingPath,
-          JSON.stringify({ step: last.step, sites: model.routingStats().map(routingRow) }) + '\n',
-        );
+      if (routingPath) {
+        const routing = { step: last.step, sites: model.routingStats().map(routingRow) };
+        appendFileSync(routingPath, JSON.stringify(routing) + '\n');
+        callbacks.onRouting?.(routing);
+      }
       if (!Number.isFinite(last.loss))
         throw new Error(`the loss became ${last.loss} at step ${step + 1}: lower the learning rate`);
       if ((step + 1) % config.training.log_every === 0 || step + 1 === totalSteps)
@@ -324,13 +339,19 @@ export async function runTraining(
       if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0) checkpoint(step + 1);
     }
     const completed = startStep + losses.length;
+    const trainSeconds = (performance.now() - started) / 1000 - evalSeconds;
     // A cooperative stop (AbortSignal, Ctrl-C) finishes its step and checkpoints it, so the run can
     // resume from exactly there whatever checkpoint_every says.
     if (stopped && completed > checkpointedAt) checkpoint(completed);
+    if (stopped) callbacks.onEvent?.({ type: 'stopped', step: completed });
     if (data.validation.length > 0 && losses.length > 0 && evaluatedAt !== completed)
       finalEval = await runEval(completed);
 
     const runId = randomUUID();
+    const finalMetrics = {
+      ...(last ? { train_loss: last.loss, token_accuracy: last.correct / last.tokens } : {}),
+      ...(finalEval ? finalEvalMetrics(finalEval) : {}),
+    };
     // Every adapter tensor, frozen ones included (FlyLoRA's A and bias), or every trained weight.
     const shapes = new Map<string, { shape: number[]; data: Float32Array }>();
     const values = model.adapter ? model.adapter.weights() : model.trainableTensors();
@@ -347,9 +368,12 @@ export async function runTraining(
         dataset_hash: data.hash,
         steps_completed: completed,
         total_steps: totalSteps,
-        final_metrics: {
-          ...(last ? { train_loss: last.loss, token_accuracy: last.correct / last.tokens } : {}),
-          ...(finalEval ? finalEvalMetrics(finalEval) : {}),
+        final_metrics: finalMetrics,
+        throughput: {
+          trainable_parameters: model.parameterCount('trainable'),
+          tokens,
+          seconds: trainSeconds,
+          tokens_per_second: trainSeconds > 0 ? tokens / trainSeconds : 0,
         },
         finished_at: new Date().toISOString(),
       },
@@ -357,6 +381,7 @@ export async function runTraining(
     );
     const exportDir = join(outputDir, 'export');
     exportRun(outputDir, exportDir, config.export_dtype);
+    if (!stopped) callbacks.onEvent?.({ type: 'finished', step: completed, exportDir, metrics: finalMetrics });
     return {
       runId,
       outputDir,
