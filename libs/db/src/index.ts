@@ -1,0 +1,5 @@
+export * from './entities.js';
+export * from './data-source.js';
+export * from './api-keys.js';
+export * from './metrics.js';
+export * from './storage.js';
