@@ -1,3 +1,4 @@
 export * from './train-config.js';
 export * from './methods/index.js';
 export * from './pretrain-config.js';
+export * from './api/index.js';
