@@ -179,6 +179,28 @@ function applyOverrides(config: Record<string, unknown>, sets: string[]): void {
   }
 }
 
+/**
+ * A YAML (or JSON) config file with `--set` overrides applied; the paths at `pathKeys` (dotted,
+ * a string or a list of strings) are made absolute relative to the file's folder.
+ */
+function readConfigFile(file: string, sets: unknown, pathKeys: string[]): Record<string, unknown> {
+  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
+  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
+  applyOverrides(raw, (sets as string[] | undefined) ?? []);
+  const base = resolve(file, '..');
+  const absolute = (value: unknown) => (typeof value === 'string' ? resolve(base, value) : value);
+  for (const key of pathKeys) {
+    const path = key.split('.');
+    let node: unknown = raw;
+    for (const part of path.slice(0, -1)) node = (node as Record<string, unknown> | undefined)?.[part];
+    const last = path[path.length - 1]!;
+    if (typeof node !== 'object' || node === null || !(last in node)) continue;
+    const record = node as Record<string, unknown>;
+    record[last] = Array.isArray(record[last]) ? record[last].map(absolute) : absolute(record[last]);
+  }
+  return raw;
+}
+
 async function commandTrain(args: string[]): Promise<void> {
   const v = options(args, {
     config: { type: 'string' },
@@ -188,16 +210,7 @@ async function commandTrain(args: string[]): Promise<void> {
   const resume = v.resume as string | undefined;
   if (resume !== undefined && !existsSync(resume)) throw new Error(`--resume: ${resume} does not exist`);
   const file = required(v, 'config');
-  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
-  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
-  applyOverrides(raw, (v.set as string[] | undefined) ?? []);
-  // Relative paths in the config are relative to the config file.
-  const base = resolve(file, '..');
-  for (const key of ['model', 'output_dir'] as const)
-    if (typeof raw[key] === 'string') raw[key] = resolve(base, raw[key]);
-  const data = raw.data as Record<string, unknown> | undefined;
-  for (const key of ['train', 'validation'] as const)
-    if (data && typeof data[key] === 'string') data[key] = resolve(base, data[key]);
+  const raw = readConfigFile(file, v.set, ['model', 'output_dir', 'data.train', 'data.validation']);
   const config = parseTrainConfig(raw, file);
 
   const progress = new ProgressLine(process.stderr);
@@ -272,15 +285,7 @@ function reportTraining(progress: ProgressLine, config: TrainConfig): TrainCallb
 async function commandPretrain(args: string[]): Promise<void> {
   const v = options(args, { config: { type: 'string' }, set: { type: 'string', multiple: true } });
   const file = required(v, 'config');
-  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
-  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
-  applyOverrides(raw, (v.set as string[] | undefined) ?? []);
-  // Relative paths in the recipe are relative to the recipe file.
-  const base = resolve(file, '..');
-  for (const key of ['output_dir', 'model_dir'] as const)
-    if (typeof raw[key] === 'string') raw[key] = resolve(base, raw[key]);
-  if (Array.isArray(raw.text))
-    raw.text = raw.text.map((path) => (typeof path === 'string' ? resolve(base, path) : path));
+  const raw = readConfigFile(file, v.set, ['output_dir', 'model_dir', 'text']);
   const config = parsePretrainConfig(raw, file);
   for (const path of config.text) if (!existsSync(path)) throw new Error(`text file not found: ${path}`);
 
