@@ -2,14 +2,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { TRAIN_METHODS } from '@expertune/contracts';
 
-import { CLOSED_PORT, type RunningApi, startApi } from './harness.js';
+import { CLOSED_PORT, createTestEnvironment, type RunningApi, startApi, type TestEnvironment } from './harness.js';
 import { ProbeModule } from './probe.module.js';
+
+let environment: TestEnvironment;
+beforeAll(async () => {
+  environment = await createTestEnvironment();
+});
+afterAll(async () => {
+  await environment?.drop();
+});
 
 describe('api skeleton', () => {
   let api: RunningApi;
 
   beforeAll(async () => {
-    api = await startApi({ jsonLimitBytes: 1024 }, [ProbeModule]);
+    api = await startApi(environment, { jsonLimitBytes: 1024 }, [ProbeModule]);
   });
   afterAll(async () => {
     await api?.close();
@@ -105,7 +113,7 @@ describe('api skeleton', () => {
 
 describe('health with Redis down', () => {
   it('answers 503 naming the unreachable service', async () => {
-    const api = await startApi({ redisUrl: `redis://127.0.0.1:${CLOSED_PORT}` });
+    const api = await startApi(environment, { redisUrl: `redis://127.0.0.1:${CLOSED_PORT}` });
     try {
       const response = await fetch(`${api.baseUrl}/health`);
       expect(response.status).toBe(503);
@@ -115,5 +123,63 @@ describe('health with Redis down', () => {
     } finally {
       await api.close();
     }
+  });
+});
+
+describe('API keys', () => {
+  let api: RunningApi;
+
+  beforeAll(async () => {
+    api = await startApi(environment, { rateLimitPerMinute: 5 });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const errorOf = async (response: Response) => ((await response.json()) as { error: { code: string } }).error;
+
+  it('refuses a request without a key with 401 invalid_api_key', async () => {
+    const response = await fetch(`${api.baseUrl}/v1/jobs`);
+    expect(response.status).toBe(401);
+    expect((await errorOf(response)).code).toBe('invalid_api_key');
+  });
+
+  it('refuses a wrong key with 401 invalid_api_key', async () => {
+    const response = await fetch(`${api.baseUrl}/v1/jobs`, {
+      headers: { authorization: `Bearer et_0123456789${'x'.repeat(32)}` },
+    });
+    expect(response.status).toBe(401);
+    expect((await errorOf(response)).code).toBe('invalid_api_key');
+  });
+
+  it('lets a read key list jobs but refuses it a POST with 403 insufficient_scope', async () => {
+    const key = await api.key(['read']);
+    const list = await fetch(`${api.baseUrl}/v1/jobs`, { headers: { authorization: `Bearer ${key}` } });
+    expect(list.status).toBe(200);
+    expect(await list.json()).toEqual({ object: 'list', data: [], has_more: false, next_cursor: null });
+    const create = await fetch(`${api.baseUrl}/v1/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', training_file: 'd' }),
+    });
+    expect(create.status).toBe(403);
+    expect((await errorOf(create)).code).toBe('insufficient_scope');
+  });
+
+  it('limits requests per key with 429 and Retry-After', async () => {
+    const key = await api.key(['read']);
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 7; i++) {
+      const response = await fetch(`${api.baseUrl}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      statuses.push(response.status);
+      if (response.status === 429) {
+        retryAfter = response.headers.get('retry-after');
+        expect((await errorOf(response)).code).toBe('rate_limit_exceeded');
+      } else await response.arrayBuffer();
+    }
+    expect(statuses.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
+    expect(statuses.slice(5)).toEqual([429, 429]);
+    expect(Number(retryAfter)).toBeGreaterThan(0);
   });
 });

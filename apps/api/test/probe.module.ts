@@ -3,8 +3,10 @@ import { jobCreateRequestSchema } from '@expertune/contracts';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import type { z } from 'zod';
 
+import { Public } from '../src/auth/public.decorator.js';
 import { ZodValidationPipe } from '../src/common/zod-validation.pipe.js';
 
+@Public()
 @Controller('test-probe')
 class ProbeController {
   @Post('crash')

@@ -227,6 +227,7 @@ export const jobResumeRequestSchema = z
   .prefault({});
 export type JobResumeRequest = z.input<typeof jobResumeRequestSchema>;
 
+/** Event types the API and the worker write; clients should accept others too. */
 export const JOB_EVENT_TYPES = ['status', 'message', 'metrics', 'checkpoint'] as const;
 
 export const jobEventSchema = z.strictObject({
@@ -234,8 +235,8 @@ export const jobEventSchema = z.strictObject({
   object: z.literal('fine_tuning.job.event'),
   job_id: resourceId,
   created_at: unixSeconds,
-  level: z.enum(['info', 'warn', 'error']),
-  type: z.enum(JOB_EVENT_TYPES),
+  level: z.enum(['info', 'warning', 'error']),
+  type: z.string().describe(`One of ${JOB_EVENT_TYPES.join(', ')}, or a newer type`),
   message: z.string(),
   data: z.record(z.string(), z.unknown()).nullable(),
 });

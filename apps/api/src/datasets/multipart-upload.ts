@@ -1,0 +1,101 @@
+/**
+ * Streams one multipart file to a temporary file under a byte limit (busboy), with the form's
+ * text fields. Over the limit: 413, the partial file removed. Nothing is buffered in memory.
+ */
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+import busboy from 'busboy';
+import type { Request } from 'express';
+
+import { ApiException } from '../common/api-exception.js';
+
+export interface UploadedFile {
+  /** Temporary path; the caller moves or deletes it. */
+  tempPath: string;
+  /** The client's file name, reduced to its last segment (never used as a path). */
+  filename: string;
+  bytes: number;
+  fields: Record<string, string>;
+}
+
+export async function receiveUpload(request: Request, tempDir: string, limitBytes: number): Promise<UploadedFile> {
+  if (!/^multipart\/form-data/i.test(request.headers['content-type'] ?? ''))
+    throw new ApiException(
+      415,
+      'unsupported_media_type',
+      'upload the dataset as multipart/form-data with a "file" field',
+    );
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > limitBytes + 64 * 1024)
+    throw new ApiException(413, 'payload_too_large', `upload is ${declared} bytes; the limit is ${limitBytes}`, 'file');
+  await mkdir(tempDir, { recursive: true });
+  const tempPath = path.join(tempDir, `upload-${randomBytes(8).toString('hex')}.partial`);
+
+  return new Promise<UploadedFile>((resolve, reject) => {
+    const fields: Record<string, string> = {};
+    let file: Promise<{ filename: string; bytes: number; truncated: boolean }> | null = null;
+    let parser: busboy.Busboy;
+    try {
+      parser = busboy({
+        headers: request.headers,
+        limits: { fileSize: limitBytes, files: 1, fields: 20, fieldSize: 4096 },
+      });
+    } catch (error) {
+      reject(new ApiException(400, 'bad_request', `malformed multipart body: ${(error as Error).message}`));
+      return;
+    }
+    const fail = (error: unknown) => {
+      request.unpipe(parser);
+      request.resume();
+      void unlink(tempPath).catch(() => undefined);
+      reject(error);
+    };
+    parser.on('field', (name, value) => {
+      fields[name] = value;
+    });
+    parser.on('file', (name, stream, info) => {
+      if (name !== 'file' || file) {
+        stream.resume();
+        return;
+      }
+      let bytes = 0;
+      let truncated = false;
+      stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      stream.on('limit', () => (truncated = true));
+      file = pipeline(stream, createWriteStream(tempPath)).then(() => ({
+        filename: path.basename(String(info.filename ?? 'dataset.jsonl').replace(/\\/g, '/')) || 'dataset.jsonl',
+        bytes,
+        truncated,
+      }));
+    });
+    parser.on('error', (error: Error) =>
+      fail(new ApiException(400, 'bad_request', `malformed multipart body: ${error.message}`)),
+    );
+    parser.on('close', () => {
+      if (!file) {
+        fail(new ApiException(422, 'invalid_parameter', 'the form has no "file" field', 'file'));
+        return;
+      }
+      file.then(
+        (received) => {
+          if (received.truncated)
+            fail(
+              new ApiException(
+                413,
+                'payload_too_large',
+                `the file is larger than the upload limit of ${limitBytes} bytes`,
+                'file',
+              ),
+            );
+          else resolve({ tempPath, filename: received.filename, bytes: received.bytes, fields });
+        },
+        (error) => fail(error),
+      );
+    });
+    request.pipe(parser);
+  });
+}

@@ -1,0 +1,115 @@
+/**
+ * GET /v1/jobs/:id/events (list) and /events/stream (SSE). The stream subscribes first, then
+ * replays stored events after Last-Event-ID, then forwards live ones with a larger id: nothing
+ * published during the replay is lost, and nothing is sent twice.
+ */
+import type { JobEvent } from '@expertune/contracts';
+import { pageQuerySchema } from '@expertune/contracts';
+import { Controller, Get, Headers, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { z } from 'zod';
+
+import { ZodValidationPipe } from '../common/zod-validation.pipe.js';
+import { JobsService } from '../jobs/jobs.service.js';
+import { QueueService, jobEventChannel } from '../queue/queue.service.js';
+import { EventsService, parseEventId } from './events.service.js';
+
+const HEARTBEAT_MS = 15_000;
+const REPLAY_PAGE = 500;
+
+const eventsQuerySchema = pageQuerySchema.extend({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+@Controller('v1/jobs/:id/events')
+export class EventsController {
+  constructor(
+    @Inject(EventsService) private readonly events: EventsService,
+    @Inject(JobsService) private readonly jobs: JobsService,
+    @Inject(QueueService) private readonly queues: QueueService,
+  ) {}
+
+  @Get()
+  async list(
+    @Param('id') id: string,
+    @Query(new ZodValidationPipe(eventsQuerySchema)) query: z.output<typeof eventsQuerySchema>,
+  ) {
+    await this.jobs.requireJob(id);
+    return this.events.list(id, parseEventId(query.after, 'after'), query.limit);
+  }
+
+  @Get('stream')
+  async stream(
+    @Param('id') id: string,
+    @Headers('last-event-id') lastEventIdHeader: string | undefined,
+    @Query('last_event_id') lastEventIdQuery: string | undefined,
+    @Req() request: Request,
+    @Res() response: Response,
+  ): Promise<void> {
+    await this.jobs.requireJob(id);
+    let lastSent = parseEventId(lastEventIdHeader ?? lastEventIdQuery, 'Last-Event-ID') ?? 0n;
+
+    const subscriber = this.queues.newConnection();
+    const pending: JobEvent[] = [];
+    let replaying = true;
+    let closed = false;
+    const send = (event: JobEvent) => {
+      const eventId = BigInt(event.id);
+      if (closed || eventId <= lastSent) return;
+      lastSent = eventId;
+      response.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+    };
+    subscriber.on('message', (_channel: string, message: string) => {
+      let event: JobEvent;
+      try {
+        const parsed = JSON.parse(message) as Partial<JobEvent>;
+        if (parsed.id === undefined || !/^\d+$/.test(String(parsed.id))) return;
+        event = {
+          object: 'fine_tuning.job.event',
+          job_id: id,
+          data: null,
+          ...parsed,
+          id: String(parsed.id),
+        } as JobEvent;
+      } catch {
+        return;
+      }
+      if (replaying) pending.push(event);
+      else send(event);
+    });
+    // Live events need Redis; without it the stream still replays what Postgres holds.
+    await subscriber.subscribe(jobEventChannel(id)).catch(() => undefined);
+
+    response.status(200);
+    response.setHeader('content-type', 'text/event-stream; charset=utf-8');
+    response.setHeader('cache-control', 'no-cache, no-transform');
+    response.setHeader('connection', 'keep-alive');
+    response.setHeader('x-accel-buffering', 'no');
+    response.flushHeaders();
+    response.write(': stream of job events\n\n');
+
+    const heartbeat = setInterval(() => response.write(': heartbeat\n\n'), HEARTBEAT_MS);
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(heartbeat);
+      subscriber.disconnect();
+    };
+    request.on('close', close);
+    response.on('close', close);
+
+    try {
+      for (;;) {
+        const page = await this.events.list(id, lastSent, REPLAY_PAGE);
+        for (const event of page.data) send(event);
+        if (!page.has_more || closed) break;
+      }
+    } catch (error) {
+      close();
+      response.end();
+      throw error;
+    }
+    replaying = false;
+    for (const event of pending.splice(0)) send(event);
+  }
+}

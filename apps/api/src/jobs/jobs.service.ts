@@ -1,0 +1,235 @@
+/** Job lifecycle on the API side: create, list, read, cancel, resume, delete. */
+import {
+  FINISHED_JOB_STATUSES,
+  type Job,
+  type JobListQuery,
+  type ListEnvelope,
+  type ResolvedJobRequest,
+  jobListQuerySchema,
+} from '@expertune/contracts';
+import { Checkpoint, Dataset, Job as JobRow, JobEvent, Model } from '@expertune/db';
+import { Inject, Injectable } from '@nestjs/common';
+import { type DataSource, IsNull } from 'typeorm';
+
+import { ApiException } from '../common/api-exception.js';
+import { decodeCursor, encodeCursor, isUuid, unixSeconds, unixSecondsOrNull } from '../common/pagination.js';
+import { DATA_SOURCE } from '../database/database.module.js';
+import { CANCEL_CHANNEL, QueueService, jobEventChannel } from '../queue/queue.service.js';
+
+type JobListParams = ReturnType<typeof jobListQuerySchema.parse>;
+
+@Injectable()
+export class JobsService {
+  constructor(
+    @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(QueueService) private readonly queues: QueueService,
+  ) {}
+
+  async create(request: ResolvedJobRequest): Promise<Job> {
+    await this.requireModel(request.model, 'model');
+    await this.requireDataset(request.training_file, 'training_file');
+    if (request.validation_file) await this.requireDataset(request.validation_file, 'validation_file');
+    // The row first: whatever Redis does next, the job exists and stays queued until it is enqueued.
+    const row = await this.dataSource.getRepository(JobRow).save({
+      status: 'queued',
+      method: request.method,
+      baseModelId: request.model,
+      trainingDatasetId: request.training_file,
+      validationDatasetId: request.validation_file,
+      config: request.hyperparameters as unknown as Record<string, unknown>,
+      seed: request.seed,
+      suffix: request.suffix,
+      metadata: request.metadata,
+      accelerator: request.accelerator,
+    });
+    await this.recordEvent(row.id, 'info', 'status', 'job created and queued', { status: 'queued' });
+    await this.queues.enqueue(row.accelerator, { jobId: row.id });
+    return this.get(row.id);
+  }
+
+  async list(query: JobListQuery): Promise<ListEnvelope<Job>> {
+    const params: JobListParams = jobListQuerySchema.parse(query);
+    const builder = this.dataSource
+      .getRepository(JobRow)
+      .createQueryBuilder('job')
+      .orderBy('job.createdAt', 'DESC')
+      .addOrderBy('job.id', 'DESC')
+      .take(params.limit + 1);
+    if (params.status) builder.andWhere('job.status = :status', { status: params.status });
+    if (params.method) builder.andWhere('job.method = :method', { method: params.method });
+    if (params.after) {
+      const cursor = decodeCursor(params.after);
+      builder.andWhere('(job.createdAt, job.id) < (:createdAt, :id)', cursor);
+    }
+    const rows = await builder.getMany();
+    const page = rows.slice(0, params.limit);
+    const data = await Promise.all(page.map((row) => this.toJob(row)));
+    const last = page[page.length - 1];
+    const hasMore = rows.length > params.limit;
+    return { object: 'list', data, has_more: hasMore, next_cursor: hasMore && last ? encodeCursor(last) : null };
+  }
+
+  async get(id: string): Promise<Job> {
+    return this.toJob(await this.requireJob(id));
+  }
+
+  async cancel(id: string): Promise<Job> {
+    const row = await this.requireJob(id);
+    if ((FINISHED_JOB_STATUSES as readonly string[]).includes(row.status))
+      throw ApiException.conflict('job_finished', `job ${id} is ${row.status}: nothing to cancel`);
+    const repository = this.dataSource.getRepository(JobRow);
+    if (row.status === 'queued') {
+      // Nobody runs it yet: cancelled at once, unless a worker took it in the meantime.
+      const removed = await this.queues.removeWaiting(row.accelerator, id).catch(() => true);
+      if (removed) {
+        const result = await repository.update(
+          { id, status: 'queued' },
+          { status: 'cancelled', cancelRequestedAt: new Date(), finishedAt: new Date() },
+        );
+        if (result.affected) {
+          await this.recordEvent(id, 'info', 'status', 'job cancelled before it started', { status: 'cancelled' });
+          return this.get(id);
+        }
+      }
+    }
+    // Running: the worker stops at its next step, keeps a checkpoint and marks the job cancelled.
+    await repository.update({ id, cancelRequestedAt: IsNull() }, { cancelRequestedAt: new Date() });
+    await this.recordEvent(id, 'info', 'status', 'cancel requested', { cancel_requested: true });
+    await this.queues.publish(CANCEL_CHANNEL, { job_id: id });
+    return this.get(id);
+  }
+
+  async resume(id: string, checkpointId: string | undefined): Promise<Job> {
+    const row = await this.requireJob(id);
+    if (row.status !== 'failed' && row.status !== 'cancelled')
+      throw ApiException.conflict(
+        'job_not_resumable',
+        `job ${id} is ${row.status}: only failed or cancelled jobs can be resumed`,
+      );
+    const checkpoints = this.dataSource.getRepository(Checkpoint);
+    let checkpoint: Checkpoint | null;
+    if (checkpointId) {
+      checkpoint = isUuid(checkpointId) ? await checkpoints.findOneBy({ id: checkpointId, jobId: id }) : null;
+      if (!checkpoint)
+        throw new ApiException(
+          404,
+          'not_found',
+          `job ${id} has no checkpoint ${JSON.stringify(checkpointId)}`,
+          'checkpoint',
+        );
+    } else {
+      checkpoint = await checkpoints.findOne({ where: { jobId: id }, order: { step: 'DESC' } });
+      if (!checkpoint)
+        throw ApiException.conflict('no_checkpoint', `job ${id} has no checkpoint to resume from`, 'checkpoint');
+    }
+    await this.dataSource
+      .getRepository(JobRow)
+      .update({ id }, { status: 'queued', error: null, finishedAt: null, cancelRequestedAt: null });
+    await this.recordEvent(id, 'info', 'status', `resume from checkpoint at step ${checkpoint.step} queued`, {
+      status: 'queued',
+      resume_from_checkpoint: checkpoint.id,
+      resume_from_step: checkpoint.step,
+    });
+    await this.queues.enqueue(row.accelerator, { jobId: id, resumeFromCheckpointId: checkpoint.id });
+    return this.get(id);
+  }
+
+  async delete(id: string): Promise<{ id: string; object: 'fine_tuning.job'; deleted: true }> {
+    const row = await this.requireJob(id);
+    if (!(FINISHED_JOB_STATUSES as readonly string[]).includes(row.status))
+      throw ApiException.conflict(
+        'job_not_finished',
+        `job ${id} is ${row.status}: cancel it and wait until it is cancelled, then delete it`,
+      );
+    await this.dataSource.getRepository(JobRow).delete({ id });
+    return { id, object: 'fine_tuning.job', deleted: true };
+  }
+
+  async requireJob(id: string): Promise<JobRow> {
+    const row = isUuid(id) ? await this.dataSource.getRepository(JobRow).findOneBy({ id }) : null;
+    if (!row) throw ApiException.notFound('job', id);
+    return row;
+  }
+
+  async recordEvent(
+    jobId: string,
+    level: 'info' | 'warning' | 'error',
+    type: string,
+    message: string,
+    data: Record<string, unknown> | null,
+  ): Promise<void> {
+    const event = await this.dataSource.getRepository(JobEvent).save({ jobId, level, type, message, data });
+    // Live listeners get it through pub/sub; when Redis is down they replay it from Postgres later.
+    await this.queues
+      .publish(jobEventChannel(jobId), {
+        id: event.id,
+        job_id: jobId,
+        created_at: unixSeconds(event.createdAt),
+        level,
+        type,
+        message,
+        data,
+      })
+      .catch(() => undefined);
+  }
+
+  private async requireModel(id: string, param: string): Promise<void> {
+    const found = isUuid(id) && (await this.dataSource.getRepository(Model).existsBy({ id }));
+    if (!found) throw new ApiException(404, 'not_found', `no model with id ${JSON.stringify(id)}`, param);
+  }
+
+  private async requireDataset(id: string, param: string): Promise<void> {
+    const found = isUuid(id) && (await this.dataSource.getRepository(Dataset).existsBy({ id, deletedAt: IsNull() }));
+    if (!found) throw new ApiException(404, 'not_found', `no dataset with id ${JSON.stringify(id)}`, param);
+  }
+
+  private async toJob(row: JobRow): Promise<Job> {
+    const [latest, resumeEvent, queuePosition, adapterId] = await Promise.all([
+      this.latestMetrics(row.id),
+      this.dataSource
+        .getRepository(JobEvent)
+        .createQueryBuilder('event')
+        .where('event.jobId = :id', { id: row.id })
+        .andWhere("event.data ? 'resume_from_checkpoint'")
+        .orderBy('event.id', 'DESC')
+        .getOne(),
+      row.status === 'queued' ? this.queues.position(row.accelerator, row.id) : Promise.resolve(null),
+      Promise.resolve(row.resultArtifactId),
+    ]);
+    return {
+      id: row.id,
+      object: 'fine_tuning.job',
+      status: row.status,
+      cancel_requested: row.cancelRequestedAt !== null && row.status !== 'cancelled',
+      method: row.method as Job['method'],
+      model: row.baseModelId,
+      training_file: row.trainingDatasetId,
+      validation_file: row.validationDatasetId,
+      hyperparameters: row.config as unknown as Job['hyperparameters'],
+      seed: row.seed,
+      suffix: row.suffix,
+      metadata: row.metadata ?? {},
+      accelerator: row.accelerator,
+      attempt: Math.max(1, row.attempt),
+      resumed_from: (resumeEvent?.data?.resume_from_checkpoint as string | undefined) ?? null,
+      steps_completed: row.stepsCompleted,
+      total_steps: row.totalSteps,
+      tokens_processed: row.tokensProcessed,
+      queue_position: queuePosition,
+      created_at: unixSeconds(row.createdAt),
+      started_at: unixSecondsOrNull(row.startedAt),
+      finished_at: unixSecondsOrNull(row.finishedAt),
+      error: row.error ? { code: row.error.code, message: row.error.message, param: row.error.param ?? null } : null,
+      result_adapter: adapterId,
+      latest_metrics: latest,
+    };
+  }
+
+  private async latestMetrics(jobId: string): Promise<Record<string, number>> {
+    const rows: { name: string; value: number }[] = await this.dataSource.query(
+      `SELECT DISTINCT ON (name) name, value FROM metrics WHERE job_id = $1 ORDER BY name, step DESC`,
+      [jobId],
+    );
+    return Object.fromEntries(rows.map((row) => [row.name, row.value]));
+  }
+}

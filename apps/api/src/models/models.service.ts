@@ -1,0 +1,95 @@
+/** Base models: local Hugging Face directories, checked with libs/formats before they are registered. */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import type { ListEnvelope, Model, ModelRegisterRequest, PageQuery } from '@expertune/contracts';
+import { Model as ModelRow } from '@expertune/db';
+import { expectedTensorShapes, loadModelConfig } from '@expertune/formats';
+import { Inject, Injectable } from '@nestjs/common';
+import { type DataSource, QueryFailedError } from 'typeorm';
+
+import { ApiException } from '../common/api-exception.js';
+import { decodeCursor, encodeCursor, isUuid, unixSeconds } from '../common/pagination.js';
+import { DATA_SOURCE } from '../database/database.module.js';
+
+@Injectable()
+export class ModelsService {
+  constructor(@Inject(DATA_SOURCE) private readonly dataSource: DataSource) {}
+
+  async register(request: ModelRegisterRequest): Promise<Model> {
+    const dir = path.resolve(request.path);
+    if (!existsSync(dir) || !statSync(dir).isDirectory())
+      throw new ApiException(422, 'invalid_model', `${request.path} is not a directory on the API's machine`, 'path');
+    let parameterCount: number;
+    let config: Record<string, unknown>;
+    try {
+      const parsed = loadModelConfig(dir);
+      parameterCount = [...expectedTensorShapes(parsed).values()].reduce(
+        (sum, shape) => sum + shape.reduce((a, b) => a * b, 1),
+        0,
+      );
+      config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    } catch (error) {
+      throw new ApiException(422, 'invalid_model', (error as Error).message, 'path');
+    }
+    if (!existsSync(path.join(dir, 'tokenizer.json')))
+      throw new ApiException(422, 'invalid_model', `no tokenizer.json in ${request.path}`, 'path');
+    const name = request.name ?? path.basename(dir);
+    try {
+      const row = await this.dataSource.getRepository(ModelRow).save({ name, path: dir, config, parameterCount });
+      return this.toModel(await this.requireRow(row.id), true);
+    } catch (error) {
+      if (error instanceof QueryFailedError && (error.driverError as { code?: string }).code === '23505')
+        throw ApiException.conflict(
+          'model_exists',
+          `a model named ${JSON.stringify(name)} is registered already`,
+          'name',
+        );
+      throw error;
+    }
+  }
+
+  async list(query: PageQuery): Promise<ListEnvelope<Model>> {
+    const builder = this.dataSource
+      .getRepository(ModelRow)
+      .createQueryBuilder('model')
+      .orderBy('model.createdAt', 'DESC')
+      .addOrderBy('model.id', 'DESC')
+      .take(query.limit + 1);
+    if (query.after) builder.andWhere('(model.createdAt, model.id) < (:createdAt, :id)', decodeCursor(query.after));
+    const rows = await builder.getMany();
+    const page = rows.slice(0, query.limit);
+    const hasMore = rows.length > query.limit;
+    const last = page[page.length - 1];
+    return {
+      object: 'list',
+      data: page.map((row) => this.toModel(row, false)),
+      has_more: hasMore,
+      next_cursor: hasMore && last ? encodeCursor(last) : null,
+    };
+  }
+
+  async get(id: string): Promise<Model> {
+    return this.toModel(await this.requireRow(id), true);
+  }
+
+  private async requireRow(id: string): Promise<ModelRow> {
+    const row = isUuid(id) ? await this.dataSource.getRepository(ModelRow).findOneBy({ id }) : null;
+    if (!row) throw ApiException.notFound('model', id);
+    return row;
+  }
+
+  private toModel(row: ModelRow, withConfig: boolean): Model {
+    const architectures = row.config.architectures;
+    return {
+      id: row.id,
+      object: 'model',
+      name: row.name,
+      path: row.path,
+      architecture: Array.isArray(architectures) && typeof architectures[0] === 'string' ? architectures[0] : null,
+      parameter_count: row.parameterCount,
+      created_at: unixSeconds(row.createdAt),
+      ...(withConfig ? { config: row.config } : {}),
+    };
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * BullMQ queues (one per accelerator class) and Redis pub/sub. Postgres is the source of truth:
+ * a failed enqueue leaves the job row queued, and `requeueMissing` (at start, then every 30 s)
+ * adds every queued row again; `jobId` = the job's id makes that idempotent.
+ */
+import { trainQueueName } from '@expertune/contracts';
+import { Job as JobRow } from '@expertune/db';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Queue } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { DataSource } from 'typeorm';
+
+import { ApiException } from '../common/api-exception.js';
+import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
+import { DATA_SOURCE } from '../database/database.module.js';
+
+/** What a worker receives: the row id, and where to resume from when this is a resumed attempt. */
+export interface TrainJobData {
+  jobId: string;
+  resumeFromCheckpointId?: string | null;
+}
+
+export const CANCEL_CHANNEL = 'expertune:cancel';
+export const jobEventChannel = (jobId: string) => `expertune:job:${jobId}`;
+
+/** A request never waits longer than this on Redis: past it, the answer is a 503. */
+const REDIS_TIMEOUT_MS = 2000;
+const REQUEUE_INTERVAL_MS = 30_000;
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: Redis did not answer within ${REDIS_TIMEOUT_MS} ms`)),
+      REDIS_TIMEOUT_MS,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export function queueUnavailable(error: unknown): ApiException {
+  return new ApiException(
+    503,
+    'queue_unavailable',
+    `the job queue (Redis) is unreachable: ${(error as Error).message}. The job is saved as queued and will be enqueued when Redis is back`,
+  );
+}
+
+@Injectable()
+export class QueueService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('QueueService');
+  private readonly queues = new Map<string, Queue>();
+  private publisher: Redis | null = null;
+  private requeueTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    @Inject(API_CONFIG) private readonly config: ApiConfig,
+    @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
+  ) {}
+
+  /** Connections fail fast instead of buffering commands, so a Redis outage becomes a prompt 503. */
+  redisOptions(): RedisOptions {
+    return {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: REDIS_TIMEOUT_MS,
+      retryStrategy: (attempt) => Math.min(attempt * 500, 5000),
+    };
+  }
+
+  queue(accelerator: string): Queue {
+    const name = trainQueueName(accelerator);
+    let queue = this.queues.get(name);
+    if (!queue) {
+      const connection = new Redis(this.config.redisUrl, this.redisOptions());
+      connection.on('error', () => undefined);
+      queue = new Queue(name, { connection, prefix: this.config.queuePrefix });
+      queue.on('error', () => undefined);
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  async enqueue(accelerator: string, data: TrainJobData): Promise<void> {
+    const queue = this.queue(accelerator);
+    try {
+      await withTimeout(queue.waitUntilReady(), 'connect');
+      // A finished job's old queue entry would swallow the add (same jobId): clear it first.
+      const existing = await withTimeout(queue.getJob(data.jobId), 'getJob');
+      if (existing && ((await existing.isCompleted()) || (await existing.isFailed()))) await existing.remove();
+      await withTimeout(
+        queue.add('train', data, { jobId: data.jobId, attempts: 1, removeOnComplete: 1000, removeOnFail: 1000 }),
+        'add',
+      );
+    } catch (error) {
+      throw queueUnavailable(error);
+    }
+  }
+
+  /** Removes a waiting job from its queue (a cancelled queued job); false when a worker has it. */
+  async removeWaiting(accelerator: string, jobId: string): Promise<boolean> {
+    const queue = this.queue(accelerator);
+    const job = await withTimeout(queue.getJob(jobId), 'getJob');
+    if (!job) return true;
+    const state = await withTimeout(job.getState(), 'getState');
+    if (state === 'active') return false;
+    await withTimeout(job.remove(), 'remove');
+    return true;
+  }
+
+  /** Jobs ahead of this one (0 = next), or null when it is not waiting or Redis does not answer. */
+  async position(accelerator: string, jobId: string): Promise<number | null> {
+    try {
+      const queue = this.queue(accelerator);
+      const waiting = await withTimeout(queue.getJobs(['waiting', 'prioritized', 'delayed']), 'getJobs');
+      const order = waiting.filter((job) => job !== undefined).sort((a, b) => a.timestamp - b.timestamp);
+      const index = order.findIndex((job) => job.id === jobId);
+      return index < 0 ? null : index;
+    } catch {
+      return null;
+    }
+  }
+
+  async publish(channel: string, message: unknown): Promise<void> {
+    this.publisher ??= this.newConnection();
+    try {
+      await withTimeout(this.publisher.publish(channel, JSON.stringify(message)), 'publish');
+    } catch (error) {
+      throw queueUnavailable(error);
+    }
+  }
+
+  /** A connection of its own for SUBSCRIBE (a subscribed connection can do nothing else). */
+  newConnection(): Redis {
+    const redis = new Redis(this.config.redisUrl, this.redisOptions());
+    redis.on('error', () => undefined);
+    return redis;
+  }
+
+  /** Enqueues every queued row again (the add is a no-op for those already in the queue). */
+  async requeueMissing(): Promise<number> {
+    const rows = await this.dataSource
+      .getRepository(JobRow)
+      .find({ where: { status: 'queued' }, order: { createdAt: 'ASC' } });
+    let added = 0;
+    for (const row of rows) {
+      try {
+        const queue = this.queue(row.accelerator);
+        await withTimeout(queue.waitUntilReady(), 'connect');
+        if (await withTimeout(queue.getJob(row.id), 'getJob')) continue;
+        await this.enqueue(row.accelerator, { jobId: row.id });
+        added += 1;
+      } catch {
+        return added; // Redis still down: the next round tries again
+      }
+    }
+    if (added > 0) this.logger.log(`re-enqueued ${added} queued job(s) missing from the queue`);
+    return added;
+  }
+
+  onApplicationBootstrap(): void {
+    const round = () =>
+      void this.requeueMissing().catch((error) => this.logger.warn(`requeue: ${(error as Error).message}`));
+    round();
+    this.requeueTimer = setInterval(round, REQUEUE_INTERVAL_MS);
+    this.requeueTimer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.requeueTimer) clearInterval(this.requeueTimer);
+    await Promise.all([...this.queues.values()].map((queue) => queue.close().catch(() => undefined)));
+    this.publisher?.disconnect();
+  }
+}
