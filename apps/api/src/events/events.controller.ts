@@ -5,7 +5,8 @@
  */
 import type { JobEvent } from '@expertune/contracts';
 import { pageQuerySchema } from '@expertune/contracts';
-import { Controller, Get, Headers, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, Headers, Inject, type OnModuleDestroy, Param, Query, Req, Res } from '@nestjs/common';
+import type { Redis } from 'ioredis';
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 
@@ -22,7 +23,10 @@ const eventsQuerySchema = pageQuerySchema.extend({
 });
 
 @Controller('v1/jobs/:id/events')
-export class EventsController {
+export class EventsController implements OnModuleDestroy {
+  /** Open streams, ended at shutdown so the HTTP server can close. */
+  private readonly openStreams = new Set<() => void>();
+
   constructor(
     @Inject(EventsService) private readonly events: EventsService,
     @Inject(JobsService) private readonly jobs: JobsService,
@@ -49,7 +53,6 @@ export class EventsController {
     await this.jobs.requireJob(id);
     let lastSent = parseEventId(lastEventIdHeader ?? lastEventIdQuery, 'Last-Event-ID') ?? 0n;
 
-    const subscriber = this.queues.newConnection();
     const pending: JobEvent[] = [];
     let replaying = true;
     let closed = false;
@@ -59,7 +62,7 @@ export class EventsController {
       lastSent = eventId;
       response.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
     };
-    subscriber.on('message', (_channel: string, message: string) => {
+    const onMessage = (_channel: string, message: string) => {
       let event: JobEvent;
       try {
         const parsed = JSON.parse(message) as Partial<JobEvent>;
@@ -76,9 +79,10 @@ export class EventsController {
       }
       if (replaying) pending.push(event);
       else send(event);
-    });
+    };
     // Live events need Redis; without it the stream still replays what Postgres holds.
-    await subscriber.subscribe(jobEventChannel(id)).catch(() => undefined);
+    const subscriber: Redis | null = await this.queues.subscriber(jobEventChannel(id)).catch(() => null);
+    subscriber?.on('message', onMessage);
 
     response.status(200);
     response.setHeader('content-type', 'text/event-stream; charset=utf-8');
@@ -93,8 +97,14 @@ export class EventsController {
       if (closed) return;
       closed = true;
       clearInterval(heartbeat);
-      subscriber.disconnect();
+      subscriber?.disconnect();
+      this.openStreams.delete(end);
     };
+    const end = () => {
+      close();
+      response.end();
+    };
+    this.openStreams.add(end);
     request.on('close', close);
     response.on('close', close);
 
@@ -111,5 +121,9 @@ export class EventsController {
     }
     replaying = false;
     for (const event of pending.splice(0)) send(event);
+  }
+
+  onModuleDestroy(): void {
+    for (const end of [...this.openStreams]) end();
   }
 }

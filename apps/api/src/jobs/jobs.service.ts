@@ -159,8 +159,8 @@ export class JobsService {
     data: Record<string, unknown> | null,
   ): Promise<void> {
     const event = await this.dataSource.getRepository(JobEvent).save({ jobId, level, type, message, data });
-    // Live listeners get it through pub/sub; when Redis is down they replay it from Postgres later.
-    await this.queues
+    // Live listeners get it through pub/sub, not awaited: when Redis is down they replay it from Postgres later.
+    void this.queues
       .publish(jobEventChannel(jobId), {
         id: event.id,
         job_id: jobId,

@@ -38,6 +38,12 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** Waits for the connection: commands sent before it is up fail at once (enableOfflineQueue is off). */
+function ready(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return withTimeout(new Promise<void>((resolve) => redis.once('ready', () => resolve())), 'connect');
+}
+
 export function queueUnavailable(error: unknown): ApiException {
   return new ApiException(
     503,
@@ -124,16 +130,29 @@ export class QueueService implements OnApplicationBootstrap, OnApplicationShutdo
   async publish(channel: string, message: unknown): Promise<void> {
     this.publisher ??= this.newConnection();
     try {
+      await ready(this.publisher);
       await withTimeout(this.publisher.publish(channel, JSON.stringify(message)), 'publish');
     } catch (error) {
       throw queueUnavailable(error);
     }
   }
 
-  /** A connection of its own for SUBSCRIBE (a subscribed connection can do nothing else). */
   newConnection(): Redis {
     const redis = new Redis(this.config.redisUrl, this.redisOptions());
     redis.on('error', () => undefined);
+    return redis;
+  }
+
+  /** A connected connection of its own for SUBSCRIBE (a subscribed connection can do nothing else). */
+  async subscriber(channel: string): Promise<Redis> {
+    const redis = this.newConnection();
+    try {
+      await ready(redis);
+      await withTimeout(redis.subscribe(channel), 'subscribe');
+    } catch (error) {
+      redis.disconnect();
+      throw error;
+    }
     return redis;
   }
 
