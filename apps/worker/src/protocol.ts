@@ -15,6 +15,8 @@ export interface RunnerInput {
   trainFile: string;
   validationFile: string | null;
   outputDir: string;
+  /** A checkpoint directory chosen through the API's resume; null: the latest one with steps left, if any. */
+  resumeFrom: string | null;
   /** Native engine threads (0 = all cores); a free key, so it may differ between attempts. */
   threads: number | null;
 }

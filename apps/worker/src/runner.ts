@@ -114,10 +114,13 @@ export async function runJob(input: RunnerInput, signal: AbortSignal): Promise<n
   // The latest checkpoint with steps left: one at the last step means the earlier attempt died
   // while saving or exporting, and the trainer refuses to resume from it (nothing is left).
   const maxSteps = config.training.max_steps;
+  const chosenStep = input.resumeFrom ? /^step-(\d+)$/.exec(path.basename(input.resumeFrom)) : null;
   const latest =
-    listRunCheckpoints(input.outputDir)
-      .filter((c) => maxSteps === undefined || c.step < maxSteps)
-      .at(-1) ?? null;
+    input.resumeFrom && chosenStep
+      ? { step: Number(chosenStep[1]), dir: input.resumeFrom }
+      : (listRunCheckpoints(input.outputDir)
+          .filter((c) => maxSteps === undefined || c.step < maxSteps)
+          .at(-1) ?? null);
   if (latest) await replayLogs(input.outputDir, latest.step, mixture);
 
   let started = false;

@@ -5,6 +5,7 @@
  * Postgres is the source of truth; BullMQ only delivers job ids.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { connect, createDataSource, insertMetrics, LocalStorage, type JobError, type MetricRow } from '@expertune/db';
@@ -30,6 +31,12 @@ interface JobRow {
   worker_id: string | null;
   heartbeat_at: Date | null;
   cancel_requested_at: Date | null;
+}
+
+/** The BullMQ job's data, as the API enqueues it (the BullMQ job id is the job id too). */
+interface QueueData {
+  jobId?: string;
+  resumeFromCheckpointId?: string;
 }
 
 export type JobOutcome = 'succeeded' | 'failed' | 'cancelled' | 'requeued' | 'skipped';
@@ -122,7 +129,10 @@ export class TrainingWorker {
     });
   }
 
-  /** A job_events row, also published for the SSE stream in the API's event shape. */
+  /**
+   * A job_events row, also published on the job's channel as the API's event object (the SSE
+   * stream forwards messages that carry an event id; metric and routing messages carry none).
+   */
   private async event(
     jobId: string,
     level: 'info' | 'warning' | 'error',
@@ -136,17 +146,14 @@ export class TrainingWorker {
       [jobId, level, type, message, data === null ? null : JSON.stringify(data)],
     );
     this.publish(jobId, {
-      type: 'event',
-      event: {
-        id: row!.id,
-        object: 'fine_tuning.job.event',
-        job_id: jobId,
-        created_at: Math.floor(new Date(row!.created_at).getTime() / 1000),
-        level,
-        type,
-        message,
-        data,
-      },
+      id: row!.id,
+      object: 'fine_tuning.job.event',
+      job_id: jobId,
+      created_at: Math.floor(new Date(row!.created_at).getTime() / 1000),
+      level,
+      type,
+      message,
+      data,
     });
   }
 
@@ -193,7 +200,7 @@ export class TrainingWorker {
   }
 
   private async process(queueJob: QueueJob, token?: string): Promise<ProcessResult> {
-    const jobId = String((queueJob.data as { jobId?: string } | undefined)?.jobId ?? queueJob.id);
+    const jobId = String((queueJob.data as QueueData | undefined)?.jobId ?? queueJob.id);
     for (;;) {
       const [row] = await this.sql<JobRow>('SELECT * FROM jobs WHERE id = $1', [jobId]);
       if (!row) return { jobId, outcome: 'skipped', reason: 'no such job' };
@@ -204,14 +211,40 @@ export class TrainingWorker {
         return { jobId, outcome: 'cancelled' };
       }
       const outputDir = path.join(this.settings.dataDir, 'jobs', jobId);
-      const resumeFrom = listRunCheckpoints(outputDir).at(-1)?.step ?? null;
+      const chosen = await this.chosenCheckpoint(row, queueJob.data as QueueData | undefined);
+      const resumeFrom = chosen?.step ?? listRunCheckpoints(outputDir).at(-1)?.step ?? null;
       const claimed = await this.claim(jobId, resumeFrom);
-      if (claimed) return this.train(queueJob, token, { ...row, attempt: claimed.attempt }, outputDir, resumeFrom);
+      if (claimed)
+        return this.train(queueJob, token, { ...row, attempt: claimed.attempt }, outputDir, resumeFrom, chosen);
       // Running under a live heartbeat: BullMQ delivered it again (at-least-once) while its worker
       // still trains it, or that worker died a moment ago. Wait until it finishes or goes stale.
       if (this.closing) return this.handBack(queueJob, token);
       await sleep(this.settings.heartbeatMs);
     }
+  }
+
+  /**
+   * The checkpoint the API's resume chose (`resumeFromCheckpointId` in the queue data), honoured
+   * only for the attempt that resume queued: a job re-queued by a worker's shutdown, or taken over
+   * from a dead worker, continues from its latest checkpoint instead (the same numbers, later).
+   */
+  private async chosenCheckpoint(
+    row: JobRow,
+    data: QueueData | undefined,
+  ): Promise<{ step: number; dir: string } | null> {
+    if (!data?.resumeFromCheckpointId || row.status !== 'queued') return null;
+    const [last] = await this.sql<{ outcome: string | null }>(
+      'SELECT outcome FROM job_attempts WHERE job_id = $1 ORDER BY attempt DESC LIMIT 1',
+      [row.id],
+    );
+    if (last?.outcome === 'interrupted') return null;
+    const [checkpoint] = await this.sql<{ step: number; storage_key: string }>(
+      'SELECT step, storage_key FROM checkpoints WHERE id = $1 AND job_id = $2',
+      [data.resumeFromCheckpointId, row.id],
+    );
+    if (!checkpoint) return null;
+    const dir = this.storage.path(checkpoint.storage_key);
+    return existsSync(path.join(dir, 'state.json')) ? { step: checkpoint.step, dir } : null;
   }
 
   /** Puts the BullMQ job back on the wait list (a graceful stop), so another worker takes it. */
@@ -263,6 +296,7 @@ export class TrainingWorker {
     job: JobRow,
     outputDir: string,
     resumeFrom: number | null,
+    chosen: { step: number; dir: string } | null,
   ): Promise<ProcessResult> {
     const jobId = job.id;
     const attempt = job.attempt;
@@ -319,6 +353,7 @@ export class TrainingWorker {
       trainFile: trainFile!,
       validationFile,
       outputDir,
+      resumeFrom: chosen?.dir ?? null,
       threads: this.settings.threads,
     };
     const run = await this.runChild(job, input, attempt);
@@ -447,7 +482,7 @@ export class TrainingWorker {
             [jobId, settings.workerId, step],
           );
           this.publish(jobId, {
-            type: 'metrics',
+            object: 'fine_tuning.job.metrics',
             job_id: jobId,
             points: rows.map((r) => ({ name: r.name, step: r.step, value: r.value })),
           });
@@ -508,7 +543,12 @@ export class TrainingWorker {
             addPoints(message.points);
             break;
           case 'routing':
-            this.publish(jobId, { type: 'routing', job_id: jobId, step: message.step, layers: message.layers });
+            this.publish(jobId, {
+              object: 'fine_tuning.job.routing',
+              job_id: jobId,
+              step: message.step,
+              layers: message.layers,
+            });
             break;
           case 'eval':
             void flush();

@@ -21,6 +21,7 @@ const input = (config: Record<string, unknown>): RunnerInput => ({
   trainFile: '/data/datasets/a.jsonl',
   validationFile: null,
   outputDir: '/data/jobs/j',
+  resumeFrom: null,
   threads: 1,
 });
 

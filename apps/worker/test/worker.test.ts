@@ -63,7 +63,7 @@ describe('the training worker', () => {
     const worker = await startWorker(prefix);
     try {
       const jobId = await h.submit(prefix, mola(20));
-      const published: { type: string; event?: { type: string; data: { status?: string } } }[] = [];
+      const published: { object: string; id?: string; type?: string; data?: { status?: string } }[] = [];
       subscriber.on('message', (_channel: string, message: string) => published.push(JSON.parse(message)));
       await subscriber.subscribe(jobChannel(jobId));
       const done = await waitFor('the job to finish', async () => {
@@ -105,10 +105,13 @@ describe('the training worker', () => {
       expect(attempt).toMatchObject({ outcome: 'succeeded', resumed_from_step: null });
 
       await waitFor('the last pub/sub message', async () =>
-        published.some((m) => m.type === 'event' && m.event?.data?.status === 'succeeded'),
+        published.some((m) => m.object === 'fine_tuning.job.event' && m.data?.status === 'succeeded'),
       );
-      expect(published.some((m) => m.type === 'metrics')).toBe(true);
-      expect(published.filter((m) => m.type === 'event').map((m) => m.event!.type)).toContain('checkpoint');
+      const liveEvents = published.filter((m) => m.object === 'fine_tuning.job.event');
+      expect(liveEvents.map((m) => m.type)).toContain('checkpoint');
+      expect(liveEvents.every((m) => /^\d+$/.test(m.id!))).toBe(true);
+      expect(published.some((m) => m.object === 'fine_tuning.job.metrics')).toBe(true);
+      expect(published.some((m) => m.object === 'fine_tuning.job.routing')).toBe(true);
 
       const [artifact] = (await h.db.query('SELECT * FROM artifacts WHERE id = $1', [done.result_artifact_id])) as {
         kind: string;
@@ -134,13 +137,16 @@ describe('the training worker', () => {
     }
   });
 
-  it('stops a job cancelled through expertune:cancel at a checkpoint, then runs the next job', async () => {
+  it('stops a job cancelled through expertune:cancel at a checkpoint, runs the next job, and resumes the first from a chosen checkpoint', async () => {
     const prefix = uniquePrefix();
     const worker = await startWorker(prefix);
     try {
-      const jobId = await h.submit(prefix, mola(5_000, { eval_every: 0 }), { validation: false });
+      const total = 400;
+      const jobId = await h.submit(prefix, mola(total, { eval_every: 0 }), { validation: false });
       await waitFor('a few steps', async () => Number((await jobRow(jobId)).steps_completed) >= 3);
-      await h.redis.publish(CANCEL_CHANNEL, jobId);
+      // As the API sends it.
+      await h.db.query('UPDATE jobs SET cancel_requested_at = now() WHERE id = $1', [jobId]);
+      await h.redis.publish(CANCEL_CHANNEL, JSON.stringify({ job_id: jobId }));
       const row = await waitFor('the cancel', async () => {
         const r = await jobRow(jobId);
         return r.status !== 'running' && r.status !== 'queued' && r;
@@ -152,6 +158,7 @@ describe('the training worker', () => {
       ])) as { step: number; storage_key: string }[];
       const stoppedAt = Math.max(...checkpoints.map((c) => c.step));
       expect(stoppedAt).toBe(row.steps_completed);
+      expect(stoppedAt).toBeLessThan(total);
       expect(existsSync(path.join(h.dataDir, `jobs/${jobId}/checkpoints/step-${stoppedAt}/state.json`))).toBe(true);
       const events = (await h.db.query(`SELECT data FROM job_events WHERE job_id = $1 AND type = 'status'`, [
         jobId,
@@ -160,6 +167,27 @@ describe('the training worker', () => {
 
       const next = await h.submit(prefix, mola(3, { eval_every: 0 }), { validation: false });
       await waitFor('the next job', async () => (await jobRow(next)).status === 'succeeded');
+
+      // The API's resume from a chosen checkpoint: the row back to queued, the queue entry replaced.
+      const [chosen] = (await h.db.query('SELECT id, step FROM checkpoints WHERE job_id = $1 ORDER BY step LIMIT 1', [
+        jobId,
+      ])) as { id: string; step: number }[];
+      await h.db.query(
+        `UPDATE jobs SET status = 'queued', error = NULL, finished_at = NULL, cancel_requested_at = NULL WHERE id = $1`,
+        [jobId],
+      );
+      await (await QueueJob.fromId(h.queue(prefix), jobId))!.remove();
+      await h.queue(prefix).add('train', { jobId, resumeFromCheckpointId: chosen!.id }, { jobId });
+      await waitFor('the resumed job', async () => (await jobRow(jobId)).status === 'succeeded');
+      const attempts = (await h.db.query(
+        'SELECT resumed_from_step, outcome FROM job_attempts WHERE job_id = $1 ORDER BY attempt',
+        [jobId],
+      )) as { resumed_from_step: number | null; outcome: string }[];
+      expect(attempts).toEqual([
+        { resumed_from_step: null, outcome: 'cancelled' },
+        { resumed_from_step: chosen!.step, outcome: 'succeeded' },
+      ]);
+      expect(await stepsOf(jobId, 'train/loss')).toEqual(range(1, total));
     } finally {
       await worker.close();
     }
