@@ -22,7 +22,7 @@ export class AppModule {
       imports: [
         ConfigModule.forRoot(config),
         DatabaseModule,
-        QueueModule,
+        QueueModule.forRoot(config),
         HealthModule,
         JobsModule,
         EventsModule,

@@ -219,6 +219,18 @@ describe('models and datasets', () => {
       expect(body.error.param).toBe('hyperparameters.lora.rank');
     });
 
+    it('refuses an accelerator no worker serves with 422, before writing anything', async () => {
+      const { status, body } = await call<ErrorBody>('POST', '/v1/jobs', {
+        model: modelId,
+        training_file: datasetId,
+        accelerator: 'cuda-h100',
+        suffix: 'no-gpu',
+      });
+      expect(status).toBe(422);
+      expect(body.error).toMatchObject({ code: 'unknown_accelerator', param: 'accelerator' });
+      expect(await api.dataSource.getRepository(JobRow).countBy({ suffix: 'no-gpu' })).toBe(0);
+    });
+
     it('answers unknown ids with 404', async () => {
       const missing = '00000000-0000-0000-0000-000000000000';
       for (const route of [

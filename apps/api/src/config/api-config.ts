@@ -1,4 +1,5 @@
 /** The API's settings, read once from the environment and validated like any other input. */
+import { acceleratorSchema } from '@expertune/contracts';
 import { z } from 'zod';
 
 export const API_CONFIG = Symbol('API_CONFIG');
@@ -17,6 +18,19 @@ export const apiConfigSchema = z.object({
   /** Key prefix of the BullMQ queues; tests use their own so runs never see each other's jobs. */
   EXPERTUNE_QUEUE_PREFIX: z.string().min(1).default('bull'),
   EXPERTUNE_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(0).default(600),
+  /** Accelerator classes that have workers (one BullMQ queue each); a job for another is refused. */
+  EXPERTUNE_ACCELERATORS: z
+    .string()
+    .default('cpu')
+    .transform((list) => [
+      ...new Set(
+        list
+          .split(',')
+          .map((name) => name.trim())
+          .filter(Boolean),
+      ),
+    ])
+    .pipe(z.array(acceleratorSchema.unwrap()).min(1)),
 });
 export type ApiConfigInput = z.input<typeof apiConfigSchema>;
 
@@ -30,6 +44,7 @@ export interface ApiConfig {
   uploadLimitBytes: number;
   queuePrefix: string;
   rateLimitPerMinute: number;
+  accelerators: string[];
 }
 
 /** Reads the settings from `env` (process.env by default); a bad value stops the start with its name. */
@@ -50,5 +65,6 @@ export function loadApiConfig(env: Record<string, string | undefined> = process.
     uploadLimitBytes: e.EXPERTUNE_UPLOAD_LIMIT_BYTES,
     queuePrefix: e.EXPERTUNE_QUEUE_PREFIX,
     rateLimitPerMinute: e.EXPERTUNE_RATE_LIMIT_PER_MINUTE,
+    accelerators: e.EXPERTUNE_ACCELERATORS,
   };
 }

@@ -26,6 +26,7 @@ export class JobsService {
   ) {}
 
   async create(request: ResolvedJobRequest): Promise<Job> {
+    this.queues.queue(request.accelerator); // refuses an accelerator nobody serves before anything is written
     await this.requireModel(request.model, 'model');
     await this.requireDataset(request.training_file, 'training_file');
     if (request.validation_file) await this.requireDataset(request.validation_file, 'validation_file');

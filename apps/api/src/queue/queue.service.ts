@@ -5,7 +5,16 @@
  */
 import { trainQueueName } from '@expertune/contracts';
 import { Job as JobRow } from '@expertune/db';
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
 import { Queue } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -52,8 +61,30 @@ export function queueUnavailable(error: unknown): ApiException {
   );
 }
 
+/** Connections fail fast instead of buffering commands, so a Redis outage becomes a prompt 503. */
+export const QUEUE_REDIS_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  connectTimeout: REDIS_TIMEOUT_MS,
+  retryStrategy: (attempt) => Math.min(attempt * 500, 5000),
+};
+
+/** host, port, credentials and db of a redis:// URL, as ioredis options (BullMQ takes options, not URLs). */
+export function redisUrlOptions(url: string): RedisOptions {
+  const parsed = new URL(url);
+  const db = Number(parsed.pathname.replace(/^\//, '') || 0);
+  return {
+    host: parsed.hostname || '127.0.0.1',
+    port: Number(parsed.port || 6379),
+    ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+    ...(Number.isInteger(db) && db > 0 ? { db } : {}),
+    ...(parsed.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
 @Injectable()
-export class QueueService implements OnApplicationBootstrap, OnApplicationShutdown {
+export class QueueService implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('QueueService');
   private readonly queues = new Map<string, Queue>();
   private publisher: Redis | null = null;
@@ -62,28 +93,28 @@ export class QueueService implements OnApplicationBootstrap, OnApplicationShutdo
   constructor(
     @Inject(API_CONFIG) private readonly config: ApiConfig,
     @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(ModuleRef) private readonly moduleRef: ModuleRef,
   ) {}
 
-  /** Connections fail fast instead of buffering commands, so a Redis outage becomes a prompt 503. */
-  redisOptions(): RedisOptions {
-    return {
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: REDIS_TIMEOUT_MS,
-      retryStrategy: (attempt) => Math.min(attempt * 500, 5000),
-    };
+  onModuleInit(): void {
+    for (const accelerator of this.config.accelerators) {
+      const queue = this.moduleRef.get<Queue>(getQueueToken(trainQueueName(accelerator)), { strict: false });
+      // Connection errors surface as 503s on the requests that need Redis, not as log noise.
+      queue.on('error', () => undefined);
+      this.queues.set(accelerator, queue);
+    }
   }
 
+  /** The queue of an accelerator class with workers; any other is a 422 naming the configured ones. */
   queue(accelerator: string): Queue {
-    const name = trainQueueName(accelerator);
-    let queue = this.queues.get(name);
-    if (!queue) {
-      const connection = new Redis(this.config.redisUrl, this.redisOptions());
-      connection.on('error', () => undefined);
-      queue = new Queue(name, { connection, prefix: this.config.queuePrefix });
-      queue.on('error', () => undefined);
-      this.queues.set(name, queue);
-    }
+    const queue = this.queues.get(accelerator);
+    if (!queue)
+      throw new ApiException(
+        422,
+        'unknown_accelerator',
+        `no workers serve accelerator ${JSON.stringify(accelerator)}: use one of ${this.config.accelerators.join(', ')}`,
+        'accelerator',
+      );
     return queue;
   }
 
@@ -138,7 +169,7 @@ export class QueueService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   newConnection(): Redis {
-    const redis = new Redis(this.config.redisUrl, this.redisOptions());
+    const redis = new Redis(this.config.redisUrl, QUEUE_REDIS_OPTIONS);
     redis.on('error', () => undefined);
     return redis;
   }
@@ -163,6 +194,7 @@ export class QueueService implements OnApplicationBootstrap, OnApplicationShutdo
       .find({ where: { status: 'queued' }, order: { createdAt: 'ASC' } });
     let added = 0;
     for (const row of rows) {
+      if (!this.queues.has(row.accelerator)) continue; // no workers here for it: another API instance's
       try {
         const queue = this.queue(row.accelerator);
         await withTimeout(queue.waitUntilReady(), 'connect');
@@ -186,8 +218,8 @@ export class QueueService implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   async onApplicationShutdown(): Promise<void> {
+    // The queues themselves are closed by @nestjs/bullmq.
     if (this.requeueTimer) clearInterval(this.requeueTimer);
-    await Promise.all([...this.queues.values()].map((queue) => queue.close().catch(() => undefined)));
     this.publisher?.disconnect();
   }
 }
