@@ -1,5 +1,14 @@
 /** Metrics, checkpoints, events, resume, live SSE and the typed client, on rows a worker would write. */
-import { createExpertuneClient, ExpertuneApiError, type Job, trainQueueName } from '@expertune/contracts';
+import {
+  checkpointSchema,
+  createExpertuneClient,
+  ExpertuneApiError,
+  type Job,
+  jobEventSchema,
+  jobSchema,
+  metricSeriesListSchema,
+  trainQueueName,
+} from '@expertune/contracts';
 import { Checkpoint, Dataset, insertMetrics, Job as JobRow, Model } from '@expertune/db';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -80,6 +89,13 @@ describe('a job a worker has run', () => {
         error: { code: 'worker_lost', message: 'the worker stopped heartbeating' },
       },
     );
+  });
+
+  it('answers in the shapes the contracts declare', async () => {
+    expect(jobSchema.parse(await client.jobs.get(job.id)).id).toBe(job.id);
+    expect(metricSeriesListSchema.safeParse(await client.jobs.metrics(job.id)).success).toBe(true);
+    for (const checkpoint of (await client.jobs.checkpoints(job.id)).data) checkpointSchema.parse(checkpoint);
+    for (const event of (await client.jobs.events(job.id)).data) jobEventSchema.parse(event);
   });
 
   it('reports progress, the error and the latest metrics', async () => {
