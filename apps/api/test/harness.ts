@@ -12,6 +12,7 @@ import path from 'node:path';
 import { type ApiKeyScope, createApiKey } from '@expertune/db';
 import type { ModuleMetadata } from '@nestjs/common';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { DataSource } from 'typeorm';
 
@@ -42,6 +43,17 @@ async function adminQuery(sql: string): Promise<void> {
   }
 }
 
+async function deleteRedisKeys(pattern: string): Promise<void> {
+  const redis = new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379', { lazyConnect: true });
+  try {
+    await redis.connect();
+    for await (const keys of redis.scanStream({ match: pattern, count: 500 }) as AsyncIterable<string[]>)
+      if (keys.length > 0) await redis.del(...keys);
+  } finally {
+    redis.disconnect();
+  }
+}
+
 export async function createTestEnvironment(): Promise<TestEnvironment> {
   const tag = randomBytes(6).toString('hex');
   const name = `expertune_api_test_${tag}`;
@@ -55,6 +67,7 @@ export async function createTestEnvironment(): Promise<TestEnvironment> {
     queuePrefix: `expertune-test-${tag}`,
     async drop() {
       await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await deleteRedisKeys(`expertune-test-${tag}:*`);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
