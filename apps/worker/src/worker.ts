@@ -33,6 +33,8 @@ interface JobRow {
   cancel_requested_at: Date | null;
 }
 
+type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
+
 /** The BullMQ job's data, as the API enqueues it (the BullMQ job id is the job id too). */
 interface QueueData {
   jobId?: string;
@@ -129,23 +131,44 @@ export class TrainingWorker {
     });
   }
 
+  /** Runs `work` in one transaction: its statements commit together or not at all. */
+  private async transaction<T>(work: (query: Query) => Promise<T>): Promise<T> {
+    const runner = this.dataSource!.createQueryRunner();
+    await runner.connect();
+    await runner.startTransaction();
+    try {
+      const query: Query = async <R>(text: string, params: unknown[] = []) =>
+        ((await runner.query(text, params, true)).records ?? []) as R[];
+      const result = await work(query);
+      await runner.commitTransaction();
+      return result;
+    } catch (error) {
+      await runner.rollbackTransaction();
+      throw error;
+    } finally {
+      await runner.release();
+    }
+  }
+
   /**
-   * A job_events row, also published on the job's channel as the API's event object (the SSE
-   * stream forwards messages that carry an event id; metric and routing messages carry none).
+   * Inserts a job_events row and returns it as the API's event object, which is what the job's
+   * channel carries (the SSE stream forwards messages that carry an event id; metric and routing
+   * messages carry none).
    */
-  private async event(
+  private async insertEvent(
+    query: Query,
     jobId: string,
     level: 'info' | 'warning' | 'error',
     type: string,
     message: string,
-    data: Record<string, unknown> | null = null,
-  ): Promise<void> {
-    const [row] = await this.sql<{ id: string; created_at: Date }>(
+    data: Record<string, unknown> | null,
+  ): Promise<Record<string, unknown>> {
+    const [row] = await query<{ id: string; created_at: Date }>(
       `INSERT INTO job_events (job_id, level, type, message, data) VALUES ($1, $2, $3, $4, $5)
        RETURNING id::text AS id, created_at`,
       [jobId, level, type, message, data === null ? null : JSON.stringify(data)],
     );
-    this.publish(jobId, {
+    return {
       id: row!.id,
       object: 'fine_tuning.job.event',
       job_id: jobId,
@@ -154,7 +177,47 @@ export class TrainingWorker {
       type,
       message,
       data,
+    };
+  }
+
+  /** A job_events row, then published. */
+  private async event(
+    jobId: string,
+    level: 'info' | 'warning' | 'error',
+    type: string,
+    message: string,
+    data: Record<string, unknown> | null = null,
+  ): Promise<void> {
+    this.publish(
+      jobId,
+      await this.insertEvent((text, params) => this.sql(text, params), jobId, level, type, message, data),
+    );
+  }
+
+  /**
+   * Ends an attempt: the job's new state, the attempt's outcome and the status event in one
+   * transaction (a reader who sees the status sees the rest), then the event is published.
+   */
+  private async conclude(
+    jobId: string,
+    attempt: number | null,
+    outcome: string,
+    update: { sql: string; params: unknown[] },
+    event: { level: 'info' | 'warning' | 'error'; message: string; data: Record<string, unknown> },
+  ): Promise<boolean> {
+    const published = await this.transaction(async (query) => {
+      const changed = await query(update.sql, update.params);
+      if (changed.length === 0) return null;
+      if (attempt !== null)
+        await query(`UPDATE job_attempts SET ended_at = now(), outcome = $3 WHERE job_id = $1 AND attempt = $2`, [
+          jobId,
+          attempt,
+          outcome,
+        ]);
+      return this.insertEvent(query, jobId, event.level, 'status', event.message, event.data);
     });
+    if (published) this.publish(jobId, published);
+    return published !== null;
   }
 
   /**
@@ -186,17 +249,23 @@ export class TrainingWorker {
   }
 
   /** A job whose cancel was asked for before any worker took it is cancelled without training. */
-  private async cancelUnclaimed(jobId: string): Promise<boolean> {
-    const rows = await this.sql(
-      `UPDATE jobs SET status = 'cancelled', finished_at = now(), heartbeat_at = NULL
-        WHERE id = $1 AND cancel_requested_at IS NOT NULL
-          AND (status = 'queued'
-               OR (status = 'running'
-                   AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $2::double precision / 1000))))
-        RETURNING id`,
-      [jobId, this.settings.staleAfterMs],
+  private cancelUnclaimed(jobId: string): Promise<boolean> {
+    return this.conclude(
+      jobId,
+      null,
+      'cancelled',
+      {
+        sql: `UPDATE jobs SET status = 'cancelled', finished_at = now(), heartbeat_at = NULL
+               WHERE id = $1 AND cancel_requested_at IS NOT NULL
+                 AND (status = 'queued'
+                      OR (status = 'running'
+                          AND (heartbeat_at IS NULL
+                               OR heartbeat_at < now() - make_interval(secs => $2::double precision / 1000))))
+               RETURNING id`,
+        params: [jobId, this.settings.staleAfterMs],
+      },
+      { level: 'info', message: 'Job cancelled before it started', data: { status: 'cancelled' } },
     );
-    return rows.length > 0;
   }
 
   private async process(queueJob: QueueJob, token?: string): Promise<ProcessResult> {
@@ -206,10 +275,7 @@ export class TrainingWorker {
       if (!row) return { jobId, outcome: 'skipped', reason: 'no such job' };
       if (['succeeded', 'failed', 'cancelled'].includes(row.status))
         return { jobId, outcome: 'skipped', reason: `already ${row.status}` };
-      if (await this.cancelUnclaimed(jobId)) {
-        await this.event(jobId, 'info', 'status', 'Job cancelled before it started', { status: 'cancelled' });
-        return { jobId, outcome: 'cancelled' };
-      }
+      if (await this.cancelUnclaimed(jobId)) return { jobId, outcome: 'cancelled' };
       const outputDir = path.join(this.settings.dataDir, 'jobs', jobId);
       const chosen = await this.chosenCheckpoint(row, queueJob.data as QueueData | undefined);
       const resumeFrom = chosen?.step ?? listRunCheckpoints(outputDir).at(-1)?.step ?? null;
@@ -254,21 +320,17 @@ export class TrainingWorker {
   }
 
   private async fail(jobId: string, error: JobError, attempt: number): Promise<void> {
-    await this.sql(
-      `UPDATE jobs SET status = 'failed', error = $3, finished_at = now(), heartbeat_at = now()
-        WHERE id = $1 AND worker_id = $2 AND status = 'running'`,
-      [jobId, this.settings.workerId, JSON.stringify(error)],
-    );
-    await this.endAttempt(jobId, attempt, 'failed');
-    await this.event(jobId, 'error', 'status', `Job failed: ${error.message}`, { status: 'failed', error });
-  }
-
-  private async endAttempt(jobId: string, attempt: number, outcome: string): Promise<void> {
-    await this.sql(`UPDATE job_attempts SET ended_at = now(), outcome = $3 WHERE job_id = $1 AND attempt = $2`, [
+    await this.conclude(
       jobId,
       attempt,
-      outcome,
-    ]);
+      'failed',
+      {
+        sql: `UPDATE jobs SET status = 'failed', error = $3, finished_at = now(), heartbeat_at = now()
+               WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id`,
+        params: [jobId, this.settings.workerId, JSON.stringify(error)],
+      },
+      { level: 'error', message: `Job failed: ${error.message}`, data: { status: 'failed', error } },
+    );
   }
 
   /** Checkpoint rows for the run directory's checkpoints: adds missing ones, drops pruned ones. */
@@ -369,48 +431,66 @@ export class TrainingWorker {
          RETURNING id`,
         [jobId, kind, artifactName(model!.name, job), key, digest.bytes, digest.sha256],
       );
-      await this.sql(
-        `UPDATE jobs SET status = 'succeeded', result_artifact_id = $3, finished_at = now(), heartbeat_at = now(),
-                steps_completed = $4
-          WHERE id = $1 AND worker_id = $2 AND status = 'running'`,
-        [jobId, this.settings.workerId, artifact!.id, run.finished.step],
+      await this.conclude(
+        jobId,
+        attempt,
+        'succeeded',
+        {
+          sql: `UPDATE jobs SET status = 'succeeded', result_artifact_id = $3, finished_at = now(), heartbeat_at = now(),
+                       steps_completed = $4
+                 WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id`,
+          params: [jobId, this.settings.workerId, artifact!.id, run.finished.step],
+        },
+        {
+          level: 'info',
+          message: `Job succeeded: ${kind} exported (${digest.files} files)`,
+          data: {
+            status: 'succeeded',
+            artifact_id: artifact!.id,
+            storage_key: key,
+            bytes: digest.bytes,
+            sha256: digest.sha256,
+            metrics: run.finished.metrics,
+          },
+        },
       );
-      await this.endAttempt(jobId, attempt, 'succeeded');
-      await this.event(jobId, 'info', 'status', `Job succeeded: ${kind} exported (${digest.files} files)`, {
-        status: 'succeeded',
-        artifact_id: artifact!.id,
-        storage_key: key,
-        bytes: digest.bytes,
-        sha256: digest.sha256,
-        metrics: run.finished.metrics,
-      });
       return { jobId, outcome: 'succeeded' };
     }
     if (run.exitCode === 0 && run.stopped !== null) {
       // Stopped without a cancel: a shutdown (ours, or a SIGTERM that reached the runner directly).
       if (run.stopReason !== 'cancel') {
-        await this.sql(
-          `UPDATE jobs SET status = 'queued', worker_id = NULL, heartbeat_at = NULL
-            WHERE id = $1 AND worker_id = $2 AND status = 'running'`,
-          [jobId, this.settings.workerId],
+        await this.conclude(
+          jobId,
+          attempt,
+          'interrupted',
+          {
+            sql: `UPDATE jobs SET status = 'queued', worker_id = NULL, heartbeat_at = NULL
+                   WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id`,
+            params: [jobId, this.settings.workerId],
+          },
+          {
+            level: 'warning',
+            message: `Worker stopping: job re-queued at step ${run.stopped}`,
+            data: { status: 'queued', step: run.stopped },
+          },
         );
-        await this.endAttempt(jobId, attempt, 'interrupted');
-        await this.event(jobId, 'warning', 'status', `Worker stopping: job re-queued at step ${run.stopped}`, {
-          status: 'queued',
-          step: run.stopped,
-        });
         return this.handBack(queueJob, token);
       }
-      await this.sql(
-        `UPDATE jobs SET status = 'cancelled', finished_at = now(), heartbeat_at = now()
-          WHERE id = $1 AND worker_id = $2 AND status = 'running'`,
-        [jobId, this.settings.workerId],
+      await this.conclude(
+        jobId,
+        attempt,
+        'cancelled',
+        {
+          sql: `UPDATE jobs SET status = 'cancelled', finished_at = now(), heartbeat_at = now()
+                 WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id`,
+          params: [jobId, this.settings.workerId],
+        },
+        {
+          level: 'info',
+          message: `Job cancelled at step ${run.stopped}; its checkpoint is kept`,
+          data: { status: 'cancelled', step: run.stopped },
+        },
       );
-      await this.endAttempt(jobId, attempt, 'cancelled');
-      await this.event(jobId, 'info', 'status', `Job cancelled at step ${run.stopped}; its checkpoint is kept`, {
-        status: 'cancelled',
-        step: run.stopped,
-      });
       return { jobId, outcome: 'cancelled' };
     }
     const error: JobError =
