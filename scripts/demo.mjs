@@ -39,7 +39,7 @@ export const DEMO_METHODS = {
 const TRAINING = {
   data: { max_seq_len: 256, packing: true },
   training: { epochs: 1, micro_batch_size: 8 },
-  eval: { max_answer_tokens: 8, max_generate_rows: 1000, batch_size: 16 },
+  eval: { max_answer_tokens: 16, max_generate_rows: 1000, batch_size: 16 },
   optimizer: { lr: 0.002, max_grad_norm: 1.0 },
   schedule: { kind: 'cosine', warmup_steps: 10, min_lr_ratio: 0.1 },
 };
