@@ -64,9 +64,10 @@ describe('the embedded default base model', () => {
     // The same tokens in a seeded shuffle: a language model must find them much less likely.
     const shuffled = [ids[0]!, ...ids.slice(1).sort((a, b) => ((a * 7919) % 101) - ((b * 7919) % 101))];
     const scrambled = await meanLoss(model, shuffled);
-    expect(english).toBeLessThan(4);
-    expect(english).toBeLessThan(Math.log(tokenizer.vocabSize) / 2);
-    expect(scrambled).toBeGreaterThan(english + 2);
+    // A uniform guess costs ln(4096) = 8.3 nats per token; the held-out loss at the end of
+    // pretraining was 3.8 (pretrain.json).
+    expect(english).toBeLessThan(5);
+    expect(scrambled - english, `english ${english}, scrambled ${scrambled}`).toBeGreaterThan(2);
   });
 
   it('gives every demo method a comparable trainable-parameter budget (within 10% of LoRA)', async () => {
