@@ -1,15 +1,11 @@
 import { hostname } from 'node:os';
 import path from 'node:path';
 
-import { trainQueueName } from '@expertune/contracts';
+import { DEFAULT_QUEUE_PREFIX, trainQueueName } from '@expertune/contracts';
 import { databaseUrl, dataDir } from '@expertune/db';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
-export const DEFAULT_QUEUE_PREFIX = 'expertune';
-/** The API publishes a job id here to cancel it wherever it runs. */
-export const CANCEL_CHANNEL = 'expertune:cancel';
-/** Events and metric batches of a job, as JSON, for the API's SSE stream. */
-export const jobChannel = (jobId: string) => `expertune:job:${jobId}`;
+export { CANCEL_CHANNEL, DEFAULT_QUEUE_PREFIX, jobEventChannel as jobChannel } from '@expertune/contracts';
 
 export interface WorkerSettings {
   accelerator: string;

@@ -8,6 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
+import type { TrainJobData } from '@expertune/contracts';
 import { connect, createDataSource, insertMetrics, LocalStorage, type JobError, type MetricRow } from '@expertune/db';
 import { UnrecoverableError, WaitingError, Worker, type Job as QueueJob } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -35,11 +36,8 @@ interface JobRow {
 
 type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
 
-/** The BullMQ job's data, as the API enqueues it (the BullMQ job id is the job id too). */
-interface QueueData {
-  jobId?: string;
-  resumeFromCheckpointId?: string;
-}
+/** The BullMQ job's data as the API enqueues it; fields may be missing in a hand-made job. */
+type QueueData = Partial<TrainJobData>;
 
 export type JobOutcome = 'succeeded' | 'failed' | 'cancelled' | 'requeued' | 'skipped';
 

@@ -1,5 +1,5 @@
 /** The API's settings, read once from the environment and validated like any other input. */
-import { acceleratorSchema } from '@expertune/contracts';
+import { acceleratorSchema, DEFAULT_QUEUE_PREFIX } from '@expertune/contracts';
 import { z } from 'zod';
 
 export const API_CONFIG = Symbol('API_CONFIG');
@@ -16,7 +16,7 @@ export const apiConfigSchema = z.object({
   EXPERTUNE_JSON_LIMIT_BYTES: bytes.default(1024 * 1024),
   EXPERTUNE_UPLOAD_LIMIT_BYTES: bytes.default(512 * 1024 * 1024),
   /** Key prefix of the BullMQ queues; tests use their own so runs never see each other's jobs. */
-  EXPERTUNE_QUEUE_PREFIX: z.string().min(1).default('bull'),
+  EXPERTUNE_QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
   EXPERTUNE_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(0).default(600),
   /** Accelerator classes that have workers (one BullMQ queue each); a job for another is refused. */
   EXPERTUNE_ACCELERATORS: z

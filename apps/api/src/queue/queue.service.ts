@@ -3,7 +3,7 @@
  * a failed enqueue leaves the job row queued, and `requeueMissing` (at start, then every 30 s)
  * adds every queued row again; `jobId` = the job's id makes that idempotent.
  */
-import { trainQueueName } from '@expertune/contracts';
+import { trainQueueName, type TrainJobData } from '@expertune/contracts';
 import { Job as JobRow } from '@expertune/db';
 import { getQueueToken } from '@nestjs/bullmq';
 import {
@@ -23,14 +23,8 @@ import { ApiException } from '../common/api-exception.js';
 import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
 import { DATA_SOURCE } from '../database/database.module.js';
 
-/** What a worker receives: the row id, and where to resume from when this is a resumed attempt. */
-export interface TrainJobData {
-  jobId: string;
-  resumeFromCheckpointId?: string | null;
-}
-
-export const CANCEL_CHANNEL = 'expertune:cancel';
-export const jobEventChannel = (jobId: string) => `expertune:job:${jobId}`;
+export { CANCEL_CHANNEL, jobEventChannel } from '@expertune/contracts';
+export type { TrainJobData };
 
 /** A request never waits longer than this on Redis: past it, the answer is a 503. */
 const REDIS_TIMEOUT_MS = 2000;

@@ -278,6 +278,20 @@ export const metricSeriesListSchema = z.strictObject({
 });
 export type MetricSeriesList = z.infer<typeof metricSeriesListSchema>;
 
+/** The data of a queued BullMQ job (whose BullMQ id is the job id too), as the API enqueues it. */
+export interface TrainJobData {
+  jobId: string;
+  /** Where the API's resume chose to restart this attempt; otherwise the latest checkpoint. */
+  resumeFromCheckpointId?: string | null;
+}
+
+/** Key prefix of the BullMQ queues that the API and the workers share (tests use their own). */
+export const DEFAULT_QUEUE_PREFIX = 'expertune';
+/** Redis pub/sub channel on which the API publishes `{job_id}` to cancel a job wherever it runs. */
+export const CANCEL_CHANNEL = 'expertune:cancel';
+/** Redis pub/sub channel of a job's events and metric batches (the worker publishes, the SSE stream reads). */
+export const jobEventChannel = (jobId: string): string => `expertune:job:${jobId}`;
+
 /** The BullMQ queue of an accelerator class (BullMQ forbids ":" in queue names, hence "-"). */
 export function trainQueueName(accelerator: string): string {
   return `train-${accelerator}`;
