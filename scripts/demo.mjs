@@ -1,13 +1,16 @@
 #!/usr/bin/env node
-// `npm run demo`: the main job on the embedded default, end to end on the CLI, nothing downloaded.
+// `npm run demo`: the main job on the embedded default, through the platform, nothing downloaded.
 // The base model is models/expertune-tiny-en, a small Llama that `expertune pretrain` trained on
 // public-domain English (docs/base-model.md). The data is the multi-task instruction set that
 // scripts/build-demo-dataset.mjs builds from npm packages (spam, sentiment, capitals, syllables,
-// part of speech). The untrained base is evaluated on the held-out split, then each method
-// fine-tunes it at a comparable trainable-parameter budget (about 300k, 7% of the base) and is
-// evaluated the same way; a table compares them (docs/demo.md records a run).
-//   npm run demo [-- --methods lora,mola --out DIR --model HF_DIR]
-import { execFileSync } from 'node:child_process';
+// part of speech). The demo migrates Postgres, creates an API key, starts the job API and a
+// worker, registers the model, uploads the data and submits one fine-tuning job per method, at a
+// comparable trainable-parameter budget (about 300k, 7% of the base), through the typed client.
+// It evaluates the untrained base on the held-out split with the CLI and prints a table of every
+// job's held-out results (docs/demo.md records a run). On a terminal the API stays up afterwards
+// (its URL is printed) until Ctrl-C; otherwise, or with --exit, everything stops.
+//   npm run demo [-- --methods lora,mola --out DIR --model HF_DIR --port 8080 --exit]
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -19,7 +22,6 @@ import { buildDemoDataset } from './build-demo-dataset.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'libs', 'trainer', 'bin', 'expertune.js');
 const defaultModel = join(root, 'models', 'expertune-tiny-en');
-
 /** Each method's section: ~300k trainable parameters each (the table prints the exact count). */
 export const DEMO_METHODS = {
   lora: { label: 'LoRA r16, 7 projections', section: { rank: 16, alpha: 32, dropout: 0 } },
@@ -47,9 +49,60 @@ const TRAINING = {
 const expertune = (args, { capture = false } = {}) =>
   execFileSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', stdio: capture ? 'pipe' : 'inherit' });
 
-function main() {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Starts a long-running process of ours; its output goes to `log` (shown if it dies early). */
+function startProcess(name, script, env, log) {
+  const child = spawn(process.execPath, [script], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  for (const stream of [child.stdout, child.stderr])
+    stream.on('data', (chunk) => {
+      lines.push(chunk.toString());
+      writeFileSync(log, lines.join(''));
+    });
+  child.on('exit', (code, signal) => {
+    if (!child.stopping) console.error(`\n✘ the ${name} stopped (${signal ?? `exit ${code}`}); its log: ${log}`);
+  });
+  child.stop = () => {
+    child.stopping = true;
+    child.kill('SIGTERM');
+  };
+  return child;
+}
+
+async function waitForHealth(baseUrl, child) {
+  for (let i = 0; i < 120; i++) {
+    if (child.exitCode !== null) throw new Error('the API exited while starting');
+    try {
+      const response = await fetch(`${baseUrl}/health`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(500);
+  }
+  throw new Error(`the API did not answer on ${baseUrl}/health within 60 s`);
+}
+
+/** The last value of each metric series of a job. */
+async function lastValues(client, jobId) {
+  const series = await client.jobs.metrics(jobId, { max_points: 2 });
+  return Object.fromEntries(series.data.map((s) => [s.name, s.values[s.values.length - 1]]));
+}
+
+async function main() {
   const { values } = parseArgs({
-    options: { methods: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' } },
+    options: {
+      methods: { type: 'string' },
+      out: { type: 'string' },
+      model: { type: 'string' },
+      port: { type: 'string', default: '8080' },
+      exit: { type: 'boolean' },
+    },
   });
   const methods = values.methods ? values.methods.split(',') : Object.keys(DEMO_METHODS);
   for (const method of methods)
@@ -59,6 +112,7 @@ function main() {
   if (!existsSync(join(modelDir, 'model.safetensors')))
     throw new Error(`${modelDir} is missing: it is committed; rebuild it with npm run pretrain:default`);
   const started = performance.now();
+  mkdirSync(work, { recursive: true });
 
   console.log('\n▶ Building the multi-task dataset from npm packages (scripts/build-demo-dataset.mjs)');
   const dataDir = join(work, 'data');
@@ -71,7 +125,7 @@ function main() {
   );
   const heldout = join(dataDir, 'heldout.jsonl');
 
-  console.log(`\n▶ The untrained base (${modelDir}) on the held-out rows`);
+  console.log(`\n▶ The untrained base (${modelDir}) on the held-out rows (expertune eval)`);
   const base = JSON.parse(
     expertune(
       [
@@ -90,45 +144,117 @@ function main() {
       { capture: true },
     ),
   );
-  const results = [{ name: 'base (no adapter)', params: 0, tokensPerSecond: null, seconds: null, eval: base }];
   console.log(`  exact match ${base.exact_match.toFixed(3)} · eval loss ${base.loss.toFixed(3)}`);
 
+  // The platform: Postgres (migrated), an API key, the API and one CPU worker.
+  const { createApiKey, createDataSource, connect, runMigrations, databaseUrl } = await import('@expertune/db');
+  const { createExpertuneClient } = await import('@expertune/contracts');
+  const url = databaseUrl();
+  console.log(
+    `\n▶ Starting the platform: Postgres ${url.replace(/\/\/[^@]*@/, '//')}, Redis, the job API and a worker`,
+  );
+  await runMigrations(url);
+  const dataSource = await connect(createDataSource({ url, poolSize: 1 }));
+  const { key } = await createApiKey(dataSource, { name: 'demo', scopes: ['read', 'launch'] });
+  await dataSource.destroy();
+  const keyPath = join(work, 'api-key');
+  writeFileSync(keyPath, key + '\n', { mode: 0o600 });
+  const baseUrl = `http://127.0.0.1:${values.port}`;
+  const env = { EXPERTUNE_DATA_DIR: join(root, '.expertune', 'data'), PORT: values.port };
+  const api = startProcess('API', join(root, 'apps', 'api', 'dist', 'main.js'), env, join(work, 'api.log'));
+  const worker = startProcess(
+    'worker',
+    join(root, 'apps', 'worker', 'bin', 'worker.js'),
+    env,
+    join(work, 'worker.log'),
+  );
+  const stopAll = () => [worker, api].forEach((child) => child.exitCode === null && child.stop());
+  process.on('exit', stopAll);
+  await waitForHealth(baseUrl, api);
+  const client = createExpertuneClient({ baseUrl, apiKey: key });
+
+  // A second demo run finds the model registered already (names are unique).
+  const model = await client.models.register({ path: modelDir }).catch(async (error) => {
+    if (error.status !== 409) throw error;
+    const registered = await client.models.list({ limit: 100 });
+    const same = registered.data.find((m) => m.path === modelDir);
+    if (!same) throw error;
+    return same;
+  });
+  const trainFile = await client.datasets.upload(readFileSync(join(dataDir, 'train.jsonl'), 'utf8'), 'train.jsonl');
+  const validationFile = await client.datasets.upload(readFileSync(heldout, 'utf8'), 'heldout.jsonl');
+  console.log(
+    `  model ${model.id} · training file ${trainFile.id} (${trainFile.rows} rows) · validation file ${validationFile.id}`,
+  );
+
+  const jobs = [];
   for (const method of methods) {
     const { label, section } = DEMO_METHODS[method];
-    console.log(`\n▶ ${label}`);
-    const runDir = join(work, `run-${method}`);
-    const config = {
-      model: modelDir,
+    const job = await client.jobs.create({
+      model: model.id,
+      training_file: trainFile.id,
+      validation_file: validationFile.id,
       method,
+      hyperparameters: { [method]: section, ...TRAINING },
       seed: 0,
-      [method]: section,
-      ...TRAINING,
-      data: { ...TRAINING.data, train: join(dataDir, 'train.jsonl'), validation: heldout },
-      output_dir: runDir,
-    };
-    const configPath = join(work, `train-${method}.json`);
-    mkdirSync(work, { recursive: true });
-    // JSON is YAML: `expertune train --config` reads it as is.
-    writeFileSync(configPath, JSON.stringify(config, null, 2) + '\n');
-    const t0 = performance.now();
-    expertune(['train', '--config', configPath]);
-    const record = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8'));
-    const evals = readFileSync(join(runDir, 'eval.jsonl'), 'utf8').trim().split('\n');
-    results.push({
-      name: label,
-      method,
-      params: record.throughput.trainable_parameters,
-      tokensPerSecond: record.throughput.tokens_per_second,
-      seconds: (performance.now() - t0) / 1000,
-      eval: JSON.parse(evals[evals.length - 1]),
+      suffix: `demo-${method}`,
     });
+    jobs.push({ method, label, id: job.id });
+    console.log(`  submitted ${label}: job ${job.id}`);
   }
 
+  console.log('\n▶ Training (one worker, one job at a time)');
+  const seen = new Map();
+  for (;;) {
+    const states = await Promise.all(jobs.map((job) => client.jobs.get(job.id)));
+    for (const [i, state] of states.entries()) {
+      const line =
+        `  ${jobs[i].label}: ${state.status}${state.status === 'queued' ? ` (position ${state.queue_position})` : ''}` +
+        (state.total_steps ? ` · step ${state.steps_completed}/${state.total_steps}` : '') +
+        (state.latest_metrics['train/loss'] !== undefined
+          ? ` · loss ${state.latest_metrics['train/loss'].toFixed(3)}`
+          : '');
+      const decile = `${state.status}:${Math.floor((10 * state.steps_completed) / (state.total_steps || 1))}`;
+      if (seen.get(state.id) !== decile) {
+        seen.set(state.id, decile);
+        console.log(line);
+      }
+      if (state.status === 'failed' || state.status === 'cancelled')
+        throw new Error(`job ${state.id} (${jobs[i].method}) ${state.status}: ${state.error?.message ?? ''}`);
+    }
+    if (states.every((state) => state.status === 'succeeded')) {
+      jobs.forEach((job, i) => (job.final = states[i]));
+      break;
+    }
+    await sleep(1000);
+  }
+
+  const results = [{ name: 'base (no adapter)', params: 0, tokensPerSecond: null, seconds: null, eval: base }];
+  for (const job of jobs) {
+    const metrics = await lastValues(client, job.id);
+    const events = await client.jobs.events(job.id, { limit: 100 });
+    const start = events.data.find((event) => typeof event.data?.trainableParameters === 'number');
+    const perTask = Object.fromEntries(
+      Object.entries(metrics)
+        .filter(([name]) => name.startsWith('eval/exact_match/'))
+        .map(([name, value]) => [name.slice('eval/exact_match/'.length), { exact_match: value }]),
+    );
+    results.push({
+      name: job.label,
+      method: job.method,
+      jobId: job.id,
+      adapter: job.final.result_adapter,
+      params: start?.data.trainableParameters ?? null,
+      tokensPerSecond: metrics['train/tokens_per_second'],
+      seconds: job.final.finished_at - job.final.started_at,
+      eval: { per_task: perTask, exact_match: metrics['eval/exact_match'], loss: metrics['eval/loss'] },
+    });
+  }
   const tasks = Object.keys(base.per_task).sort();
   const header = ['method', 'trainable', ...tasks, 'exact match', 'eval loss', 'tok/s', 'time'];
   const rows = results.map((r) => [
     r.name,
-    r.params === 0 ? '0' : r.params.toLocaleString('en-US'),
+    r.params === null ? '?' : r.params.toLocaleString('en-US'),
     ...tasks.map((task) => (r.eval.per_task[task]?.exact_match ?? 0).toFixed(2)),
     r.eval.exact_match.toFixed(3),
     r.eval.loss.toFixed(3),
@@ -150,10 +276,26 @@ function main() {
   const losers = results.slice(1).filter((r) => !(r.eval.exact_match > base.exact_match));
   console.log(
     `\n${losers.length === 0 ? '✔ every method beats the untrained base on held-out exact match' : `✘ not above the base: ${losers.map((r) => r.method).join(', ')}`}` +
-      ` · ${minutes} min on ${cpus().length} cores · runs, exports and results.json in ${work}`,
+      ` · ${minutes} min on ${cpus().length} cores · results.json in ${work}`,
   );
   if (losers.length > 0) process.exitCode = 1;
+
+  console.log(
+    `\n▶ The job API is at ${baseUrl} (OpenAPI docs: ${baseUrl}/docs); the demo's key is in ${keyPath}\n` +
+      `  e.g. curl -H "Authorization: Bearer $(cat ${keyPath})" ${baseUrl}/v1/jobs`,
+  );
+  if (values.exit || !process.stdout.isTTY) {
+    stopAll();
+    return;
+  }
+  console.log('  The API and the worker keep running; Ctrl-C stops them.');
+  await new Promise((resolve) => process.once('SIGINT', resolve));
+  stopAll();
 }
 
 // Run only as a script: tests import DEMO_METHODS.
-if (process.argv[1] === fileURLToPath(import.meta.url)) main();
+if (process.argv[1] === fileURLToPath(import.meta.url))
+  main().catch((error) => {
+    console.error(`\n✘ ${error.message}`);
+    process.exit(1);
+  });
