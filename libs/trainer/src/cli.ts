@@ -1,5 +1,6 @@
 /**
- * The `expertune` command line: logits, generate, train, eval, export, pretrain, init-model, info, data validate.
+ * The `expertune` command line: logits, generate, train, eval, export, pretrain, init-model, info, data validate,
+ * keys (API keys of the job API, in Postgres).
  * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -21,6 +22,7 @@ import { parse as parseYaml } from 'yaml';
 
 import { dataStats, formatProblems, readDataFile } from './data.js';
 import { evaluate, type EvalResult } from './evaluate.js';
+import { createKey, formatKeyTable, KeysArgumentError, listKeys, revokeKey } from './keys.js';
 import { initRandomModel, MODEL_PRESETS, type ModelPreset } from './init-model.js';
 import { exportCollapsedRun } from './collapse.js';
 import { describeAdapterExport, loadModelWithAdapter } from './load.js';
@@ -48,6 +50,11 @@ Commands:
   info        --model DIR [--adapter DIR]
   data validate FILE [--model DIR] [--max-seq-len N] [--format auto|text|alpaca|chat|prompt_completion|ids]
               [--column OURS=THEIRS ...] [--train-on-inputs]
+  keys create --name NAME [--scopes read,launch] [--expires-in-days N]   (scopes: read, launch, admin)
+  keys list
+  keys revoke ID|PREFIX
+              API keys of the job API in DATABASE_URL (default postgres://postgres@127.0.0.1:5432/expertune);
+              pending migrations are applied first. The key is printed once, by create, and never again.
 
 Common options: --engine native|tfjs (default native), --threads N (0 = all cores)`;
 
@@ -522,6 +529,38 @@ async function commandData(args: string[]): Promise<void> {
   if (read.problems.length > 0 || stats.rows === 0) throw new Error(`${file} has bad rows`);
 }
 
+async function commandKeys(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  try {
+    if (sub === 'create') {
+      const v = options(rest, {
+        name: { type: 'string' },
+        scopes: { type: 'string', default: 'read,launch' },
+        'expires-in-days': { type: 'string' },
+      });
+      const expiresInDays = v['expires-in-days'];
+      await createKey({
+        name: required(v, 'name'),
+        scopes: String(v.scopes).split(','),
+        ...(expiresInDays !== undefined ? { expiresInDays: integer(expiresInDays, 'expires-in-days', 1) } : {}),
+      });
+    } else if (sub === 'list') {
+      options(rest, {});
+      console.log(formatKeyTable(await listKeys()));
+    } else if (sub === 'revoke') {
+      const [target, ...more] = rest;
+      if (!target || target.startsWith('--')) throw new UsageError('keys revoke needs an ID or PREFIX');
+      options(more, {});
+      await revokeKey(target);
+    } else {
+      throw new UsageError(`unknown keys command '${sub ?? ''}' (create, list or revoke)`);
+    }
+  } catch (error) {
+    if (error instanceof KeysArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   logits: commandLogits,
   generate: commandGenerate,
@@ -532,6 +571,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   pretrain: commandPretrain,
   info: commandInfo,
   data: commandData,
+  keys: commandKeys,
 };
 
 export async function main(argv: string[]): Promise<number> {
