@@ -40,7 +40,13 @@ if (services) {
 
 if (process.argv.includes('--build')) {
   run('node', [join(root, 'scripts', 'build-native.mjs')]);
-  run(join(root, 'node_modules', '.bin', 'turbo'), ['run', 'build', '--output-logs=errors-only', '--filter=./libs/*', '--filter=./apps/*']);
+  run(join(root, 'node_modules', '.bin', 'turbo'), [
+    'run',
+    'build',
+    '--output-logs=errors-only',
+    '--filter=./libs/*',
+    '--filter=./apps/*',
+  ]);
 }
 
 if (services) {
