@@ -225,7 +225,8 @@ export interface MethodSections {
   flylora: FlyloraConfig;
 }
 
-const SECTION_SCHEMAS = {
+/** The schema of each adapter method's config section, by method name. */
+export const METHOD_SECTION_SCHEMAS = {
   lora: loraSchema,
   mola: molaSchema,
   loramoe: loramoeSchema,
@@ -241,7 +242,7 @@ function withMethodSection(config: ParsedTrainConfig): TrainConfig {
     case 'dynmole':
     case 'flylora':
       if (config[config.method] === undefined)
-        return { ...config, [config.method]: SECTION_SCHEMAS[config.method].parse({}) };
+        return { ...config, [config.method]: METHOD_SECTION_SCHEMAS[config.method].parse({}) };
       return config;
     default:
       return config;

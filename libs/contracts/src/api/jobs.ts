@@ -15,6 +15,7 @@ import {
   type AdapterMethodName,
   dataSchema,
   evalSchema,
+  METHOD_SECTION_SCHEMAS,
   optimizerSchema,
   scheduleSchema,
   TRAIN_METHODS,
@@ -29,14 +30,6 @@ export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 /** Statuses a job never leaves (DELETE accepts only these). */
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
-
-const METHOD_SECTION_SCHEMAS = {
-  lora: loraSchema,
-  mola: molaSchema,
-  loramoe: loramoeSchema,
-  dynmole: dynmoleSchema,
-  flylora: flyloraSchema,
-} as const;
 
 export const methodSchema = z.enum(TRAIN_METHODS, {
   error: (issue) => `unknown method ${JSON.stringify(issue.input)}: use one of ${TRAIN_METHODS.join(', ')}`,
