@@ -1,6 +1,5 @@
 /** Shared helpers of the integration tests: temporary directories and the built CLI. */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -8,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { connect, createDataSource, quoteIdentifier, runMigrations } from '@expertune/db';
+import { createTestDatabase, deleteRedisKeys } from '@expertune/db/testing';
 import { Redis } from 'ioredis';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -81,21 +80,6 @@ export function ensureAppBuilt(app: 'api' | 'worker'): void {
   execFileSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.build.json')], { stdio: 'pipe' });
 }
 
-function serverDatabaseUrl(database: string): string {
-  const url = new URL(process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-async function adminSql(sql: string): Promise<void> {
-  const server = await connect(createDataSource({ url: serverDatabaseUrl('postgres'), poolSize: 1 }));
-  try {
-    await server.query(sql);
-  } finally {
-    await server.destroy();
-  }
-}
-
 export interface ThrowawayServices {
   /** DATABASE_URL of a fresh, migrated database. */
   databaseUrl: string;
@@ -107,30 +91,14 @@ export interface ThrowawayServices {
 
 /** A throwaway database (created through the server's `postgres` database, migrated) and queue prefix. */
 export async function createThrowawayServices(tag: string): Promise<ThrowawayServices> {
-  const suffix = randomBytes(5).toString('hex');
-  const name = `expertune_${tag}_${suffix}`;
-  await adminSql(`CREATE DATABASE ${quoteIdentifier(name)}`);
-  const databaseUrl = serverDatabaseUrl(name);
-  const queuePrefix = `expertune-${tag}-${suffix}`;
-  try {
-    await runMigrations(databaseUrl);
-  } catch (error) {
-    await adminSql(`DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`);
-    throw error;
-  }
+  const database = await createTestDatabase({ prefix: `expertune_${tag}` });
+  const queuePrefix = `expertune-${tag}-${database.suffix}`;
   return {
-    databaseUrl,
+    databaseUrl: database.url,
     queuePrefix,
     async drop() {
-      await adminSql(`DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`);
-      const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      try {
-        await redis.connect();
-        for await (const keys of redis.scanStream({ match: `${queuePrefix}:*`, count: 500 }) as AsyncIterable<string[]>)
-          if (keys.length > 0) await redis.del(...keys);
-      } finally {
-        redis.disconnect();
-      }
+      await database.drop();
+      await deleteRedisKeys(new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 }), `${queuePrefix}:*`);
     },
   };
 }

@@ -70,13 +70,20 @@ let trainingFile: string;
 let validationFile: string;
 let workers = 0;
 
-function apiEnv(): NodeJS.ProcessEnv {
+/** What the API and the workers share: the database, Redis, the data directory and the queue prefix. */
+function servicesEnv(): NodeJS.ProcessEnv {
   return {
     ...process.env,
     DATABASE_URL: services!.databaseUrl,
     REDIS_URL,
     EXPERTUNE_DATA_DIR: join(dir!.path, 'data'),
     EXPERTUNE_QUEUE_PREFIX: services!.queuePrefix,
+  };
+}
+
+function apiEnv(): NodeJS.ProcessEnv {
+  return {
+    ...servicesEnv(),
     EXPERTUNE_ACCELERATORS: 'cpu',
     EXPERTUNE_RATE_LIMIT_PER_MINUTE: '0',
     PORT: String(port),
@@ -87,11 +94,7 @@ function apiEnv(): NodeJS.ProcessEnv {
 function workerEnv(): NodeJS.ProcessEnv {
   workers += 1;
   return {
-    ...process.env,
-    DATABASE_URL: services!.databaseUrl,
-    REDIS_URL,
-    EXPERTUNE_DATA_DIR: join(dir!.path, 'data'),
-    EXPERTUNE_QUEUE_PREFIX: services!.queuePrefix,
+    ...servicesEnv(),
     EXPERTUNE_ACCELERATOR: 'cpu',
     EXPERTUNE_WORKER_ID: `lifecycle-worker-${workers}`,
     // Short heartbeats and locks: a killed worker's job is picked up again within seconds.

@@ -21,7 +21,6 @@
 // Needs Postgres (127.0.0.1:5432, DATABASE_URL) and Redis (127.0.0.1:6379, REDIS_URL), and the libs
 // built (`npm run build`); the apps are compiled with tsc when their dist/ is older than src/.
 import { execFileSync, fork, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -129,21 +128,6 @@ function ensureAppBuilt(app) {
   log(`building apps/${app} (dist is older than src) …`);
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   execFileSync(process.execPath, [tsc, '-p', join(dir, 'tsconfig.build.json')], { stdio: 'inherit' });
-}
-
-function serverUrl(database) {
-  const url = new URL(process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-async function adminSql(db, sql) {
-  const server = await db.connect(db.createDataSource({ url: serverUrl('postgres'), poolSize: 1 }));
-  try {
-    await server.query(sql);
-  } finally {
-    await server.destroy();
-  }
 }
 
 function freePort() {
@@ -492,22 +476,22 @@ async function main() {
     if (!existsSync(join(ROOT, 'libs', lib, 'dist')))
       throw new Error(`libs/${lib} is not built: run \`npm run build\` first`);
   const db = await import('@expertune/db');
+  const testing = await import('@expertune/db/testing');
   const { initRandomModel } = await import('@expertune/trainer');
 
-  const tag = randomBytes(5).toString('hex');
-  const database = `expertune_bench_api_${tag}`;
-  const queuePrefix = `expertune-bench-api-${tag}`;
-  const databaseUrl = serverUrl(database);
   const dir = mkdtempSync(join(tmpdir(), 'expertune-bench-api-'));
   const dataDir = join(dir, 'data');
   mkdirSync(dataDir, { recursive: true });
   const modelDir = join(dir, 'models', 'tiny');
   const processes = [];
+  let database = null; // { url, name, suffix, drop() } of @expertune/db/testing
+  let queuePrefix = null;
   let dataSource = null;
   let report;
   try {
-    await adminSql(db, `CREATE DATABASE ${db.quoteIdentifier(database)}`);
-    await db.runMigrations(databaseUrl);
+    database = await testing.createTestDatabase({ prefix: 'expertune_bench_api' });
+    const databaseUrl = database.url;
+    queuePrefix = `expertune-bench-api-${database.suffix}`;
     dataSource = await db.connect(db.createDataSource({ url: databaseUrl, poolSize: 2 }));
     initRandomModel(modelDir, 'tiny', 5);
     const { key } = await db.createApiKey(dataSource, { name: 'bench-api', scopes: ['launch'] });
@@ -635,26 +619,16 @@ async function main() {
     for (const p of processes) await p.stop();
     await dataSource?.destroy();
     if (!args.keep) {
-      await adminSql(db, `DROP DATABASE IF EXISTS ${db.quoteIdentifier(database)} WITH (FORCE)`).catch((e) =>
-        log(`drop database: ${e.message}`),
-      );
-      await deleteRedisKeys(`${queuePrefix}:*`).catch((e) => log(`redis cleanup: ${e.message}`));
+      await database?.drop().catch((e) => log(`drop database: ${e.message}`));
+      if (queuePrefix) {
+        const { Redis } = await import('ioredis');
+        const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+        await testing.deleteRedisKeys(redis, `${queuePrefix}:*`).catch((e) => log(`redis cleanup: ${e.message}`));
+      }
       rmSync(dir, { recursive: true, force: true });
-    } else log(`kept database ${database}, prefix ${queuePrefix}, directory ${relative(ROOT, dir) || dir}`);
+    } else log(`kept database ${database?.name}, prefix ${queuePrefix}, directory ${relative(ROOT, dir) || dir}`);
   }
   if (report && !report.pass) process.exitCode = 1;
-}
-
-async function deleteRedisKeys(pattern) {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for await (const keys of redis.scanStream({ match: pattern, count: 500 }))
-      if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 if (process.argv[2] === '--writer') common.runScript(writerMain);

@@ -3,17 +3,16 @@
  * (created through the server's `postgres` database, migrated by the app at start, dropped after)
  * and a BullMQ key prefix of its own on the real Redis.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { type ApiKeyScope, createApiKey } from '@expertune/db';
+import { createTestDatabase, deleteRedisKeys } from '@expertune/db/testing';
 import type { ModuleMetadata } from '@nestjs/common';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { DataSource } from 'typeorm';
 
 import { createApp } from '../src/app.js';
@@ -27,47 +26,21 @@ export interface TestEnvironment {
   drop(): Promise<void>;
 }
 
-function adminUrl(): string {
-  const url = new URL(process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = '/postgres';
-  return url.toString();
-}
-
-async function adminQuery(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl(), connectionTimeoutMillis: 5000 });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
-async function deleteRedisKeys(pattern: string): Promise<void> {
-  const redis = new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379', { lazyConnect: true });
-  try {
-    await redis.connect();
-    for await (const keys of redis.scanStream({ match: pattern, count: 500 }) as AsyncIterable<string[]>)
-      if (keys.length > 0) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
-}
-
 export async function createTestEnvironment(): Promise<TestEnvironment> {
-  const tag = randomBytes(6).toString('hex');
-  const name = `expertune_api_test_${tag}`;
-  await adminQuery(`CREATE DATABASE "${name}"`);
-  const url = new URL(adminUrl());
-  url.pathname = `/${name}`;
+  // Not migrated: the app applies the migrations at start.
+  const database = await createTestDatabase({ prefix: 'expertune_api_test', migrate: false });
+  const queuePrefix = `expertune-test-${database.suffix}`;
   const dataDir = mkdtempSync(path.join(tmpdir(), 'expertune-api-'));
   return {
-    databaseUrl: url.toString(),
+    databaseUrl: database.url,
     dataDir,
-    queuePrefix: `expertune-test-${tag}`,
+    queuePrefix,
     async drop() {
-      await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await deleteRedisKeys(`expertune-test-${tag}:*`);
+      await database.drop();
+      await deleteRedisKeys(
+        new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379', { lazyConnect: true }),
+        `${queuePrefix}:*`,
+      );
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -3,12 +3,13 @@
  * the server's `postgres` database, migrated with libs/db's runMigrations, dropped after), a unique
  * BullMQ prefix per test, a tiny random base model and a small dataset in a temporary data dir.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { connect, createDataSource, quoteIdentifier, runMigrations } from '@expertune/db';
+import { connect, createDataSource } from '@expertune/db';
+import { createTestDatabase } from '@expertune/db/testing';
 import { initRandomModel } from '@expertune/trainer';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -17,22 +18,6 @@ import type { DataSource } from 'typeorm';
 import { settingsFromEnv, type WorkerSettings } from '../src/settings.js';
 
 export const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
-
-function serverUrl(database: string): string {
-  const url = new URL(process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-async function admin(sql: string): Promise<void> {
-  // connect() turns a refused connection into a message that says how to start Postgres.
-  const server = await connect(createDataSource({ url: serverUrl('postgres'), poolSize: 1 }));
-  try {
-    await server.query(sql);
-  } finally {
-    await server.destroy();
-  }
-}
 
 export interface Harness {
   url: string;
@@ -61,10 +46,8 @@ const ROWS = ['one fish', 'two fish', 'red fish', 'blue fish', 'old fish', 'new 
 );
 
 export async function createHarness(): Promise<Harness> {
-  const name = `expertune_test_${randomBytes(6).toString('hex')}`;
-  await admin(`CREATE DATABASE ${quoteIdentifier(name)}`);
-  const url = serverUrl(name);
-  await runMigrations(url);
+  const database = await createTestDatabase();
+  const { url, name } = database;
   const db = await connect(createDataSource({ url, poolSize: 4 }));
   const dataDir = mkdtempSync(path.join(tmpdir(), 'expertune-worker-'));
   const modelDir = path.join(dataDir, 'models', 'tiny');
@@ -146,7 +129,7 @@ export async function createHarness(): Promise<Harness> {
       }
       redis.disconnect();
       await db.destroy();
-      await admin(`DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`);
+      await database.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -226,19 +226,28 @@ export class Job {
   finishedAt!: Date | null;
 }
 
-@Entity({ name: 'job_attempts' })
-@Index('job_attempts_job_id_attempt_key', ['jobId', 'attempt'], { unique: true })
-export class JobAttempt {
-  @PrimaryGeneratedColumn('uuid')
-  id!: string;
-
+/**
+ * A row that belongs to one job (`job_id`, deleted with it). Abstract and not an entity: its
+ * columns are inherited by the entities that extend it.
+ */
+export abstract class JobChildRow {
   @Column({ name: 'job_id', type: 'uuid' })
   jobId!: string;
 
   @ManyToOne(() => Job, { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'job_id' })
   job?: Relation<Job>;
+}
 
+/** A job's row with a uuid primary key. */
+export abstract class JobOwnedRow extends JobChildRow {
+  @PrimaryGeneratedColumn('uuid')
+  id!: string;
+}
+
+@Entity({ name: 'job_attempts' })
+@Index('job_attempts_job_id_attempt_key', ['jobId', 'attempt'], { unique: true })
+export class JobAttempt extends JobOwnedRow {
   @Column({ type: 'integer' })
   attempt!: number;
 
@@ -260,17 +269,10 @@ export class JobAttempt {
 
 @Entity({ name: 'job_events' })
 @Index('job_events_job_id_id_idx', ['jobId', 'id'])
-export class JobEvent {
+export class JobEvent extends JobChildRow {
   /** bigserial, as pg's decimal string: ordered, so it doubles as the SSE `Last-Event-ID` cursor. */
   @PrimaryGeneratedColumn('increment', { type: 'bigint' })
   id!: string;
-
-  @Column({ name: 'job_id', type: 'uuid' })
-  jobId!: string;
-
-  @ManyToOne(() => Job, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'job_id' })
-  job?: Relation<Job>;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
@@ -313,17 +315,7 @@ export class Metric {
 
 @Entity({ name: 'checkpoints' })
 @Index('checkpoints_job_id_step_key', ['jobId', 'step'], { unique: true })
-export class Checkpoint {
-  @PrimaryGeneratedColumn('uuid')
-  id!: string;
-
-  @Column({ name: 'job_id', type: 'uuid' })
-  jobId!: string;
-
-  @ManyToOne(() => Job, { onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'job_id' })
-  job?: Relation<Job>;
-
+export class Checkpoint extends JobOwnedRow {
   @Column({ type: 'integer' })
   step!: number;
 

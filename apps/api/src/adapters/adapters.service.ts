@@ -14,7 +14,7 @@ import * as tar from 'tar';
 import type { DataSource } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
-import { decodeCursor, encodeCursor, isUuid, unixSeconds } from '../common/pagination.js';
+import { findOr404, pageOf, unixSeconds } from '../common/pagination.js';
 import { DATA_SOURCE, STORAGE } from '../database/database.module.js';
 
 @Injectable()
@@ -28,22 +28,8 @@ export class AdaptersService {
     const builder = this.dataSource
       .getRepository(Artifact)
       .createQueryBuilder('artifact')
-      .where("artifact.kind = 'adapter'")
-      .orderBy('artifact.createdAt', 'DESC')
-      .addOrderBy('artifact.id', 'DESC')
-      .take(query.limit + 1);
-    if (query.after)
-      builder.andWhere('(artifact.createdAt, artifact.id) < (:createdAt, :id)', decodeCursor(query.after));
-    const rows = await builder.getMany();
-    const page = rows.slice(0, query.limit);
-    const hasMore = rows.length > query.limit;
-    const last = page[page.length - 1];
-    return {
-      object: 'list',
-      data: await Promise.all(page.map((row) => this.toAdapter(row, false))),
-      has_more: hasMore,
-      next_cursor: hasMore && last ? encodeCursor(last) : null,
-    };
+      .where("artifact.kind = 'adapter'");
+    return pageOf(builder, query, (row) => this.toAdapter(row, false));
   }
 
   async get(id: string): Promise<Adapter> {
@@ -110,10 +96,8 @@ export class AdaptersService {
     return dir;
   }
 
-  private async requireRow(id: string): Promise<Artifact> {
-    const row = isUuid(id) ? await this.dataSource.getRepository(Artifact).findOneBy({ id, kind: 'adapter' }) : null;
-    if (!row) throw ApiException.notFound('adapter', id);
-    return row;
+  private requireRow(id: string): Promise<Artifact> {
+    return findOr404(this.dataSource.getRepository(Artifact), id, 'adapter', { kind: 'adapter' });
   }
 
   private async toAdapter(row: Artifact, withFiles: boolean): Promise<Adapter> {

@@ -21,7 +21,7 @@ import type { Request } from 'express';
 import { type DataSource, In, IsNull } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
-import { decodeCursor, encodeCursor, isUuid, unixSeconds } from '../common/pagination.js';
+import { findOr404, isUuid, pageOf, unixSeconds } from '../common/pagination.js';
 import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
 import { DATA_SOURCE, STORAGE } from '../database/database.module.js';
 import { receiveUpload } from './multipart-upload.js';
@@ -95,21 +95,8 @@ export class DatasetsService {
     const builder = this.dataSource
       .getRepository(DatasetRow)
       .createQueryBuilder('dataset')
-      .where('dataset.deletedAt IS NULL')
-      .orderBy('dataset.createdAt', 'DESC')
-      .addOrderBy('dataset.id', 'DESC')
-      .take(query.limit + 1);
-    if (query.after) builder.andWhere('(dataset.createdAt, dataset.id) < (:createdAt, :id)', decodeCursor(query.after));
-    const rows = await builder.getMany();
-    const page = rows.slice(0, query.limit);
-    const hasMore = rows.length > query.limit;
-    const last = page[page.length - 1];
-    return {
-      object: 'list',
-      data: page.map((row) => this.toDataset(row, false)),
-      has_more: hasMore,
-      next_cursor: hasMore && last ? encodeCursor(last) : null,
-    };
+      .where('dataset.deletedAt IS NULL');
+    return pageOf(builder, query, (row) => this.toDataset(row, false));
   }
 
   async get(id: string): Promise<Dataset> {
@@ -129,12 +116,8 @@ export class DatasetsService {
     return { id, object: 'dataset', deleted: true };
   }
 
-  private async requireRow(id: string): Promise<DatasetRow> {
-    const row = isUuid(id)
-      ? await this.dataSource.getRepository(DatasetRow).findOneBy({ id, deletedAt: IsNull() })
-      : null;
-    if (!row) throw ApiException.notFound('dataset', id);
-    return row;
+  private requireRow(id: string): Promise<DatasetRow> {
+    return findOr404(this.dataSource.getRepository(DatasetRow), id, 'dataset', { deletedAt: IsNull() });
   }
 
   private async modelDir(modelId: string): Promise<string> {

@@ -12,7 +12,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { type DataSource, IsNull } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
-import { decodeCursor, encodeCursor, isUuid, unixSeconds, unixSecondsOrNull } from '../common/pagination.js';
+import { findOr404, isUuid, pageOf, unixSeconds, unixSecondsOrNull } from '../common/pagination.js';
 import { DATA_SOURCE } from '../database/database.module.js';
 import { CANCEL_CHANNEL, QueueService, jobEventChannel } from '../queue/queue.service.js';
 
@@ -50,24 +50,10 @@ export class JobsService {
 
   async list(query: JobListQuery): Promise<ListEnvelope<Job>> {
     const params: JobListParams = jobListQuerySchema.parse(query);
-    const builder = this.dataSource
-      .getRepository(JobRow)
-      .createQueryBuilder('job')
-      .orderBy('job.createdAt', 'DESC')
-      .addOrderBy('job.id', 'DESC')
-      .take(params.limit + 1);
+    const builder = this.dataSource.getRepository(JobRow).createQueryBuilder('job');
     if (params.status) builder.andWhere('job.status = :status', { status: params.status });
     if (params.method) builder.andWhere('job.method = :method', { method: params.method });
-    if (params.after) {
-      const cursor = decodeCursor(params.after);
-      builder.andWhere('(job.createdAt, job.id) < (:createdAt, :id)', cursor);
-    }
-    const rows = await builder.getMany();
-    const page = rows.slice(0, params.limit);
-    const data = await Promise.all(page.map((row) => this.toJob(row)));
-    const last = page[page.length - 1];
-    const hasMore = rows.length > params.limit;
-    return { object: 'list', data, has_more: hasMore, next_cursor: hasMore && last ? encodeCursor(last) : null };
+    return pageOf(builder, params, (row) => this.toJob(row));
   }
 
   async get(id: string): Promise<Job> {
@@ -146,10 +132,8 @@ export class JobsService {
     return { id, object: 'fine_tuning.job', deleted: true };
   }
 
-  async requireJob(id: string): Promise<JobRow> {
-    const row = isUuid(id) ? await this.dataSource.getRepository(JobRow).findOneBy({ id }) : null;
-    if (!row) throw ApiException.notFound('job', id);
-    return row;
+  requireJob(id: string): Promise<JobRow> {
+    return findOr404(this.dataSource.getRepository(JobRow), id, 'job');
   }
 
   async recordEvent(

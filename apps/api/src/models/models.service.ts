@@ -9,7 +9,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { type DataSource, QueryFailedError } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
-import { decodeCursor, encodeCursor, isUuid, unixSeconds } from '../common/pagination.js';
+import { findOr404, pageOf, unixSeconds } from '../common/pagination.js';
 import { DATA_SOURCE } from '../database/database.module.js';
 
 @Injectable()
@@ -50,33 +50,16 @@ export class ModelsService {
   }
 
   async list(query: PageQuery): Promise<ListEnvelope<Model>> {
-    const builder = this.dataSource
-      .getRepository(ModelRow)
-      .createQueryBuilder('model')
-      .orderBy('model.createdAt', 'DESC')
-      .addOrderBy('model.id', 'DESC')
-      .take(query.limit + 1);
-    if (query.after) builder.andWhere('(model.createdAt, model.id) < (:createdAt, :id)', decodeCursor(query.after));
-    const rows = await builder.getMany();
-    const page = rows.slice(0, query.limit);
-    const hasMore = rows.length > query.limit;
-    const last = page[page.length - 1];
-    return {
-      object: 'list',
-      data: page.map((row) => this.toModel(row, false)),
-      has_more: hasMore,
-      next_cursor: hasMore && last ? encodeCursor(last) : null,
-    };
+    const builder = this.dataSource.getRepository(ModelRow).createQueryBuilder('model');
+    return pageOf(builder, query, (row) => this.toModel(row, false));
   }
 
   async get(id: string): Promise<Model> {
     return this.toModel(await this.requireRow(id), true);
   }
 
-  private async requireRow(id: string): Promise<ModelRow> {
-    const row = isUuid(id) ? await this.dataSource.getRepository(ModelRow).findOneBy({ id }) : null;
-    if (!row) throw ApiException.notFound('model', id);
-    return row;
+  private requireRow(id: string): Promise<ModelRow> {
+    return findOr404(this.dataSource.getRepository(ModelRow), id, 'model');
   }
 
   private toModel(row: ModelRow, withConfig: boolean): Model {
