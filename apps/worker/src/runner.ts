@@ -64,6 +64,40 @@ export function evalPoints(step: number, result: Record<string, unknown>): Metri
   return points;
 }
 
+interface RoutingSite {
+  layer: number;
+  load: number[];
+  /** null where a router has no distribution (FlyLoRA). */
+  entropy: number | null;
+  broadcast?: number | null;
+}
+
+/**
+ * A step's routing statistics (a routing.jsonl line's sites) as metric points for the console's
+ * routing panel: per decoder layer, each expert's load, the router entropy and DynMoLE's
+ * broadcast fraction, each the mean over the layer's adapted projections.
+ */
+export function routingPoints(step: number, sites: readonly RoutingSite[]): MetricPoint[] {
+  const byLayer = new Map<number, RoutingSite[]>();
+  for (const site of sites) byLayer.set(site.layer, [...(byLayer.get(site.layer) ?? []), site]);
+  const points: MetricPoint[] = [];
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  for (const [layer, group] of byLayer) {
+    group[0]!.load.forEach((_, expert) =>
+      points.push({
+        name: `routing/load/${layer}/${expert}`,
+        step,
+        value: mean(group.map((s) => s.load[expert] ?? 0)),
+      }),
+    );
+    const entropy = group.map((s) => s.entropy).filter((e): e is number => typeof e === 'number');
+    if (entropy.length > 0) points.push({ name: `routing/entropy/${layer}`, step, value: mean(entropy) });
+    const broadcast = group.map((s) => s.broadcast).filter((b): b is number => typeof b === 'number');
+    if (broadcast.length > 0) points.push({ name: `routing/broadcast/${layer}`, step, value: mean(broadcast) });
+  }
+  return points.filter((p) => Number.isFinite(p.value));
+}
+
 function readJsonl(file: string): Record<string, unknown>[] {
   if (!existsSync(file)) return [];
   const rows: Record<string, unknown>[] = [];
@@ -92,6 +126,11 @@ async function replayLogs(outputDir: string, upTo: number, mixture: boolean): Pr
   for (const line of readJsonl(path.join(outputDir, 'eval.jsonl'))) {
     const step = Number(line.step);
     if (Number.isInteger(step) && step <= upTo) await send({ type: 'metrics', step, points: evalPoints(step, line) });
+  }
+  for (const line of readJsonl(path.join(outputDir, 'routing.jsonl'))) {
+    const step = Number(line.step);
+    if (Number.isInteger(step) && step <= upTo)
+      await send({ type: 'metrics', step, points: routingPoints(step, line.sites as RoutingSite[]) });
   }
 }
 
@@ -164,7 +203,9 @@ export async function runJob(input: RunnerInput, signal: AbortSignal): Promise<n
           queue({ type: 'metrics', step: report.step, points: stepPoints(line, mixture) });
         },
         onRouting: (report) => {
-          // Live routing is for the console's chart: at most one report a second, per-layer means.
+          // Every step's per-layer routing is stored (the console's heatmap over steps); the live
+          // message for open streams goes out at most once a second.
+          queue({ type: 'metrics', step: report.step, points: routingPoints(report.step, report.sites) });
           const now = Date.now();
           if (now - lastRoutingAt < 1000) return;
           lastRoutingAt = now;

@@ -78,6 +78,14 @@ describe('the training worker', () => {
       for (const name of ['train/loss', 'train/lr', 'train/grad_norm', 'train/tokens_per_second', 'train/aux_total'])
         expect(await stepsOf(jobId, name), name).toEqual(range(1, 20));
       expect(await stepsOf(jobId, 'eval/loss')).toEqual([10, 20]);
+      // Routing of every step, per layer: two experts of top-1, so the loads of a layer sum to 1.
+      for (const name of ['routing/load/0/0', 'routing/load/1/1', 'routing/entropy/0'])
+        expect(await stepsOf(jobId, name), name).toEqual(range(1, 20));
+      const loads = (await h.db.query(
+        `SELECT step, sum(value) AS total FROM metrics WHERE job_id = $1 AND name LIKE 'routing/load/0/%' GROUP BY step`,
+        [jobId],
+      )) as { total: number }[];
+      for (const { total } of loads) expect(Number(total)).toBeCloseTo(1, 5);
       const [sum] = (await h.db.query(
         `SELECT sum(value)::bigint AS tokens FROM metrics WHERE job_id = $1 AND name = 'train/tokens'`,
         [jobId],
