@@ -1,0 +1,7 @@
+import { DatasetsPage } from '../../components/DatasetsPage';
+
+export const metadata = { title: 'Datasets · Expertune' };
+
+export default function Page() {
+  return <DatasetsPage />;
+}

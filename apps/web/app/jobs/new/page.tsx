@@ -1,0 +1,7 @@
+import { NewJobForm } from '../../../components/NewJobForm';
+
+export const metadata = { title: 'New job · Expertune' };
+
+export default function Page() {
+  return <NewJobForm />;
+}

@@ -1,0 +1,130 @@
+'use client';
+/**
+ * Line charts on uPlot: a canvas chart of ~50 kB that draws tens of thousands of points without
+ * effort. Each series is smoothed at full resolution, then cut to a point per pixel (LTTB), then
+ * guarded for the log axis, then aligned on the union of steps.
+ */
+import { useEffect, useMemo, useRef } from 'react';
+
+import { alignSeries, emaSmooth, logSafe, lttb, type Series } from '../lib/series';
+import { useWidth } from './hooks';
+
+export const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#2ca02c',
+  '#ff7f0e',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#17becf',
+  '#7f7f7f',
+  '#bcbd22',
+];
+
+export interface ChartSeries extends Series {
+  label: string;
+  color?: string;
+  dashed?: boolean;
+}
+
+export interface LineChartProps {
+  title: string;
+  series: ChartSeries[];
+  logY?: boolean;
+  /** EMA weight in [0, 1); 0 = raw. */
+  smoothing?: number;
+  height?: number;
+  testId?: string;
+  yLabel?: string;
+}
+
+/** The plotted data of a chart (exported for tests): what uPlot receives. */
+export function chartData(series: readonly ChartSeries[], width: number, logY: boolean, smoothing: number) {
+  let hidden = 0;
+  const prepared = series.map((s) => {
+    const values = smoothing > 0 ? emaSmooth(s.values, smoothing) : s.values;
+    const reduced = lttb({ steps: s.steps, values }, Math.max(3, width));
+    if (!logY) return reduced;
+    const safe = logSafe(reduced.values);
+    hidden += safe.hidden;
+    return { steps: reduced.steps, values: safe.values.map((v) => (v === null ? NaN : v)) };
+  });
+  const { steps, columns } = alignSeries(prepared);
+  return { steps, columns, hidden };
+}
+
+export function LineChart({
+  title,
+  series,
+  logY = false,
+  smoothing = 0,
+  height = 220,
+  testId,
+  yLabel,
+}: LineChartProps) {
+  const [container, width] = useWidth<HTMLDivElement>();
+  const plotRef = useRef<HTMLDivElement>(null);
+  const hasData = series.some((s) => s.steps.length > 0);
+  const data = useMemo(
+    () => (width > 0 ? chartData(series, width, logY, smoothing) : null),
+    [series, width, logY, smoothing],
+  );
+
+  useEffect(() => {
+    const target = plotRef.current;
+    if (!target || !data || data.steps.length === 0) return;
+    let plot: { destroy: () => void } | null = null;
+    let cancelled = false;
+    // uPlot touches window/document when loaded: load it in the browser only.
+    void import('uplot').then(({ default: UPlot }) => {
+      if (cancelled) return;
+      plot = new UPlot(
+        {
+          width,
+          height,
+          scales: { x: { time: false }, y: { distr: logY ? 3 : 1 } },
+          legend: { show: true },
+          cursor: { drag: { x: true, y: false } },
+          axes: [{ label: 'step' }, { label: yLabel ?? '', size: 60 }],
+          series: [
+            { label: 'step' },
+            ...series.map((s, i) => ({
+              label: s.label,
+              stroke: s.color ?? PALETTE[i % PALETTE.length],
+              width: 1.5,
+              spanGaps: true,
+              points: { show: false },
+              ...(s.dashed ? { dash: [6, 4] } : {}),
+            })),
+          ],
+        },
+        [data.steps, ...data.columns] as unknown as import('uplot').AlignedData,
+        target,
+      );
+    });
+    return () => {
+      cancelled = true;
+      plot?.destroy();
+      target.replaceChildren();
+    };
+  }, [data, width, height, logY, series, yLabel]);
+
+  return (
+    <figure className="chart" data-testid={testId} aria-label={title}>
+      <figcaption>
+        {title}
+        {data && data.hidden > 0 && (
+          <span className="muted"> ({data.hidden} non-positive points hidden on the log scale)</span>
+        )}
+      </figcaption>
+      <div ref={container} className="chart-area">
+        {hasData ? (
+          <div ref={plotRef} data-testid={testId ? `${testId}-plot` : undefined} />
+        ) : (
+          <p className="muted empty">no data yet</p>
+        )}
+      </div>
+    </figure>
+  );
+}

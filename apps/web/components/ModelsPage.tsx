@@ -1,0 +1,138 @@
+'use client';
+import type { Model } from '@expertune/contracts';
+import { useState } from 'react';
+
+import { formatTime } from '../lib/format';
+import { formatCount } from '../lib/params';
+import { errorText, useApi } from './ApiProvider';
+import { useResource } from './hooks';
+
+export function ModelsPage() {
+  const { client } = useApi();
+  const models = useResource(() => client.models.list({ limit: 100 }), [client]);
+  const [path, setPath] = useState('');
+  const [name, setName] = useState('');
+  const [problem, setProblem] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [shown, setShown] = useState<Model | null>(null);
+
+  const register = async () => {
+    setBusy(true);
+    setProblem(null);
+    try {
+      const model = await client.models.register({ path: path.trim(), ...(name.trim() ? { name: name.trim() } : {}) });
+      setPath('');
+      setName('');
+      setShown(model);
+      models.reload();
+    } catch (error) {
+      setProblem(errorText(error));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div data-testid="models-page">
+      <h1>Models</h1>
+      <form
+        className="card toolbar"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void register();
+        }}
+        data-testid="register-model"
+      >
+        <label htmlFor="model-path">Model directory</label>
+        <input
+          id="model-path"
+          type="text"
+          value={path}
+          onChange={(e) => setPath(e.target.value)}
+          placeholder="/path/to/hf-model"
+          size={40}
+        />
+        <label htmlFor="model-name">Name (optional)</label>
+        <input id="model-name" type="text" value={name} onChange={(e) => setName(e.target.value)} />
+        <button type="submit" disabled={busy || !path.trim()}>
+          Register
+        </button>
+        {problem && (
+          <span role="alert" className="error">
+            {problem}
+          </span>
+        )}
+      </form>
+      {models.error != null && (
+        <p role="alert" className="error">
+          {errorText(models.error)}
+        </p>
+      )}
+      <div className="card table-wrap">
+        <table data-testid="models-table">
+          <thead>
+            <tr>
+              <th scope="col">Model</th>
+              <th scope="col">Name</th>
+              <th scope="col" className="hide-narrow">
+                Architecture
+              </th>
+              <th scope="col">Parameters</th>
+              <th scope="col" className="hide-narrow">
+                Path
+              </th>
+              <th scope="col" className="hide-narrow">
+                Created
+              </th>
+              <th scope="col">Inspect</th>
+            </tr>
+          </thead>
+          <tbody>
+            {(models.data?.data ?? []).length === 0 && (
+              <tr>
+                <td colSpan={7} className="muted">
+                  {models.loading ? 'Loading…' : 'No models registered.'}
+                </td>
+              </tr>
+            )}
+            {(models.data?.data ?? []).map((m) => (
+              <tr key={m.id} data-testid="model-row">
+                <td>{m.id}</td>
+                <td>{m.name}</td>
+                <td className="hide-narrow">{m.architecture ?? '—'}</td>
+                <td className="num">{formatCount(m.parameter_count)}</td>
+                <td className="hide-narrow">
+                  <code>{m.path}</code>
+                </td>
+                <td className="hide-narrow">{formatTime(m.created_at)}</td>
+                <td>
+                  <button
+                    type="button"
+                    className="secondary"
+                    aria-label={`Inspect ${m.id}`}
+                    onClick={() =>
+                      void client.models
+                        .get(m.id)
+                        .then(setShown)
+                        .catch((e: unknown) => setProblem(errorText(e)))
+                    }
+                  >
+                    Inspect
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {shown && (
+        <section className="card" data-testid="model-config">
+          <h2>
+            {shown.name} <span className="muted">({shown.id})</span>
+          </h2>
+          <pre>{JSON.stringify(shown.config ?? {}, null, 2)}</pre>
+        </section>
+      )}
+    </div>
+  );
+}
