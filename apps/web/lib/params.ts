@@ -7,7 +7,7 @@
  *   mixtures E·r·(in + out) + E·in           (E experts with their own A and B, router [E, in])
  *   flylora  r·out                           (A is frozen and sparse, the top-k bias is not trained)
  */
-import { resolveMolaExperts, type MolaNumExperts, type ProjectionName } from '@expertune/contracts';
+import { PROJECTION_NAMES, resolveMolaExperts, type MolaNumExperts, type ProjectionName } from '@expertune/contracts';
 
 /** The config.json fields the count needs (Hugging Face names). */
 export interface LlamaShape {
@@ -29,16 +29,6 @@ export interface MethodSectionShape {
   target_modules?: readonly ProjectionName[];
   num_experts?: MolaNumExperts;
 }
-
-const ALL_PROJECTIONS: readonly ProjectionName[] = [
-  'q_proj',
-  'k_proj',
-  'v_proj',
-  'o_proj',
-  'gate_proj',
-  'up_proj',
-  'down_proj',
-];
 
 const positive = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x > 0;
 
@@ -78,7 +68,7 @@ export function baseParameters(model: LlamaShape): number {
   const d = model.hidden_size;
   const vocab = model.vocab_size ?? 0;
   let perLayer = 2 * d; // the two RMSNorm weights
-  for (const p of ALL_PROJECTIONS) {
+  for (const p of PROJECTION_NAMES) {
     const [out, inp] = projectionShape(model, p);
     perLayer += out * inp;
     const mlp = p === 'gate_proj' || p === 'up_proj' || p === 'down_proj';
@@ -99,7 +89,7 @@ export function trainableParameters(model: LlamaShape, method: CountMethod, sect
   const L = model.num_hidden_layers;
   const r = section.rank;
   if (!positive(r)) throw new RangeError(`rank must be a positive integer, got ${String(r)}`);
-  const targets = section.target_modules ?? ALL_PROJECTIONS;
+  const targets = section.target_modules ?? PROJECTION_NAMES;
   let expertsPerLayer: number[] = [];
   switch (method) {
     case 'lora':
