@@ -3,3 +3,4 @@ export * from './data-source.js';
 export * from './api-keys.js';
 export * from './metrics.js';
 export * from './storage.js';
+export * from './s3-storage.js';

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, realpathSync } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,6 +27,8 @@ export interface ArtifactStorage {
   stat(key: string): Promise<StorageStat | null>;
   /** true when something was deleted. */
   delete(key: string): Promise<boolean>;
+  /** Every key below the directory-like key `prefix` (recursive), sorted; [] when there is none. */
+  list(prefix: string): Promise<string[]>;
   /** A local file path, for storages that have one (the trainer reads model directories in place). */
   path?(key: string): string;
 }
@@ -46,6 +48,23 @@ export const DEFAULT_DATA_DIR = '.expertune/data';
 /** `EXPERTUNE_DATA_DIR`, else `.expertune/data` under the working directory. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(env.EXPERTUNE_DATA_DIR || DEFAULT_DATA_DIR);
+}
+
+/**
+ * The `/`-separated segments of `key`, after refusing what could name something outside a storage
+ * root: absolute paths, `.`/`..`/empty segments, backslashes, NUL. Every storage applies the same
+ * rules, so a key valid for LocalStorage is valid for S3 and the other way round.
+ */
+export function storageKeySegments(key: string): string[] {
+  if (typeof key !== 'string' || key.length === 0) throw new StorageKeyError(String(key), 'empty key');
+  if (key.includes('\0')) throw new StorageKeyError(key, 'contains a NUL byte');
+  if (key.includes('\\')) throw new StorageKeyError(key, 'contains a backslash (use / between segments)');
+  if (key.startsWith('/') || path.isAbsolute(key)) throw new StorageKeyError(key, 'absolute path');
+  const segments = key.split('/');
+  if (segments.some((segment) => segment === '' || segment === '.' || segment === '..')) {
+    throw new StorageKeyError(key, 'empty, "." or ".." path segment');
+  }
+  return segments;
 }
 
 /** Files under one directory. Writes go to a temporary sibling, then `rename` over the key. */
@@ -118,6 +137,28 @@ export class LocalStorage implements ArtifactStorage {
     }
   }
 
+  async list(prefix: string): Promise<string[]> {
+    const base = this.resolve(prefix);
+    const keys: string[] = [];
+    const walk = async (dir: string, keyPrefix: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if (isNotFound(error)) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const key = `${keyPrefix}/${entry.name}`;
+        if (entry.isDirectory()) await walk(path.join(dir, entry.name), key);
+        // put()'s temporary files are not objects yet.
+        else if (entry.isFile() && !entry.name.endsWith('.partial')) keys.push(key);
+      }
+    };
+    await walk(base, prefix);
+    return keys.sort();
+  }
+
   path(key: string): string {
     return this.resolve(key);
   }
@@ -127,14 +168,7 @@ export class LocalStorage implements ArtifactStorage {
    * whose existing part resolves (through symlinks) outside the root.
    */
   private resolve(key: string): string {
-    if (typeof key !== 'string' || key.length === 0) throw new StorageKeyError(String(key), 'empty key');
-    if (key.includes('\0')) throw new StorageKeyError(key, 'contains a NUL byte');
-    if (key.includes('\\')) throw new StorageKeyError(key, 'contains a backslash (use / between segments)');
-    if (key.startsWith('/') || path.isAbsolute(key)) throw new StorageKeyError(key, 'absolute path');
-    const segments = key.split('/');
-    if (segments.some((segment) => segment === '' || segment === '.' || segment === '..')) {
-      throw new StorageKeyError(key, 'empty, "." or ".." path segment');
-    }
+    const segments = storageKeySegments(key);
     const target = path.join(this.root, ...segments);
     this.assertInside(key, realpathOfExisting(target));
     return target;
