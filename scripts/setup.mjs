@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Makes a fresh clone ready: npm packages (npm ci), and with --build the native addon (OpenBLAS
-// and cmake installed with apt-get when missing) and every TypeScript package. Used by
+// and cmake installed with apt-get when missing) and every TypeScript package; with --browser,
+// Debian's chromium for the console's browser tests. Used by
 // `npm run demo` and `npm test`; safe to run again (each step is incremental). With --services,
 // PostgreSQL and Redis too (scripts/services.mjs, docs/services.md): used when they answer, started
 // or installed when not, and the database of DATABASE_URL (default `expertune`) created and migrated.
@@ -10,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { ensureServices } from './services.mjs';
+import { ensureBrowser } from './system-deps.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = { ...process.env, TURBO_TELEMETRY_DISABLED: '1', NEXT_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1' };
@@ -32,6 +34,15 @@ const services = process.argv.includes('--services');
 if (services) {
   try {
     await ensureServices({ postgres: true, redis: true });
+  } catch (error) {
+    console.error(`setup: ${error.message}`);
+    process.exit(1);
+  }
+}
+
+if (process.argv.includes('--browser')) {
+  try {
+    ensureBrowser();
   } catch (error) {
     console.error(`setup: ${error.message}`);
     process.exit(1);

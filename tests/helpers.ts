@@ -128,9 +128,14 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
 }
 
-/** Spawns `node <script>` with `env`, keeping its output for failure messages. */
-export function startNodeProcess(name: string, script: string, env: NodeJS.ProcessEnv): ServiceProcess {
-  const child = spawn(process.execPath, [script], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns `node <script> [...args]` with `env` (in the repository root unless `cwd`), keeping its output for failure messages. */
+export function startNodeProcess(
+  name: string,
+  script: string,
+  env: NodeJS.ProcessEnv,
+  { args = [], cwd = repoRoot }: { args?: string[]; cwd?: string } = {},
+): ServiceProcess {
+  const child = spawn(process.execPath, [script, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-65_536);

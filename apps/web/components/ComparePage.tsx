@@ -13,7 +13,7 @@ import { groupRouting } from '../lib/routing';
 import { errorText, useApi } from './ApiProvider';
 import { Heatmap } from './Heatmap';
 import { useResource } from './hooks';
-import { isLive, StatusBadge } from './JobBits';
+import { isLive, shortId, StatusBadge } from './JobBits';
 import { LineChart, PALETTE, type ChartSeries } from './LineChart';
 import { ChartToggles, useChartControls, useStableSeries } from './MetricCharts';
 
@@ -91,7 +91,7 @@ export function ComparePage({ initialIds }: { initialIds: string[] }) {
 }
 
 function runLabel(job: Job): string {
-  return `${job.id} (${job.method}${job.suffix ? `, ${job.suffix}` : ''})`;
+  return `${shortId(job.id)} (${job.method}${job.suffix ? `, ${job.suffix}` : ''})`;
 }
 
 function overlay(runs: readonly Run[], name: string): ChartSeries[] {

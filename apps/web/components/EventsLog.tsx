@@ -32,7 +32,13 @@ export function EventsLog({
     const add = (incoming: JobEvent[]) => {
       const fresh = incoming.filter((e) => !seen.has(e.id));
       fresh.forEach((e) => seen.add(e.id));
-      if (fresh.length > 0) setEvents((old) => [...old, ...fresh].slice(-1000));
+      // Merged by id: a re-run of this effect (the job went from live to finished) reads the stored
+      // events again, and they must not be listed twice.
+      if (fresh.length > 0)
+        setEvents((old) => {
+          const known = new Set(old.map((e) => e.id));
+          return [...old, ...fresh.filter((e) => !known.has(e.id))].slice(-1000);
+        });
       return fresh;
     };
     let lastId: string | undefined;

@@ -44,7 +44,8 @@ export function Heatmap({
       ctx.fillText(`e${expert}`, 2, row * rowHeight + rowHeight / 2);
       matrix.cells[row]!.forEach((value, column) => {
         if (value === null) return;
-        ctx.fillStyle = heatColor((value - matrix.min) / span);
+        // A constant load (every expert always chosen) paints the middle colour, not the darkest.
+        ctx.fillStyle = heatColor(matrix.max === matrix.min ? 0.5 : (value - matrix.min) / span);
         const x0 = labelWidth + Math.floor((column * plotWidth) / columns);
         const x1 = labelWidth + Math.floor(((column + 1) * plotWidth) / columns);
         ctx.fillRect(x0, row * rowHeight, Math.max(1, x1 - x0), rowHeight - 1);

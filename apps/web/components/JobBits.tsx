@@ -10,6 +10,9 @@ export const isLive = (job: Pick<Job, 'status'>) => LIVE_STATUSES.has(job.status
 export const canCancel = (job: Pick<Job, 'status' | 'cancel_requested'>) => isLive(job) && !job.cancel_requested;
 export const canResume = (job: Pick<Job, 'status'>) => job.status === 'failed' || job.status === 'cancelled';
 
+/** The first 8 characters of a job id: enough to tell jobs apart in a table; the full id is the link's title. */
+export const shortId = (id: string) => id.slice(0, 8);
+
 export function StatusBadge({ job }: { job: Pick<Job, 'status' | 'cancel_requested'> }) {
   return (
     <span className={`status status-${job.status}`} data-testid="job-status">
@@ -54,28 +57,34 @@ export function JobActions({
       setBusy(false);
     }
   };
+  // Only what applies to the job now: a finished job's row shows no dead buttons.
+  if (!canCancel(job) && !canResume(job) && !problem) return null;
   return (
     <span className="actions">
-      <button
-        type="button"
-        className="danger"
-        disabled={busy || !canCancel(job)}
-        onClick={() => void act(() => client.jobs.cancel(job.id))}
-        aria-label={`Cancel job ${job.id}`}
-        data-testid="cancel-job"
-      >
-        Cancel
-      </button>{' '}
-      <button
-        type="button"
-        className="secondary"
-        disabled={busy || !canResume(job)}
-        onClick={() => void act(() => client.jobs.resume(job.id, checkpoint ? { checkpoint } : {}))}
-        aria-label={`Resume job ${job.id}`}
-        data-testid="resume-job"
-      >
-        Resume
-      </button>
+      {canCancel(job) && (
+        <button
+          type="button"
+          className="danger"
+          disabled={busy}
+          onClick={() => void act(() => client.jobs.cancel(job.id))}
+          aria-label={`Cancel job ${job.id}`}
+          data-testid="cancel-job"
+        >
+          Cancel
+        </button>
+      )}{' '}
+      {canResume(job) && (
+        <button
+          type="button"
+          className="secondary"
+          disabled={busy}
+          onClick={() => void act(() => client.jobs.resume(job.id, checkpoint ? { checkpoint } : {}))}
+          aria-label={`Resume job ${job.id}`}
+          data-testid="resume-job"
+        >
+          Resume
+        </button>
+      )}
       {problem && (
         <span role="alert" className="error">
           {' '}

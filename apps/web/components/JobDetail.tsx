@@ -17,7 +17,7 @@ import {
 } from '../lib/metrics';
 import { errorText, useApi } from './ApiProvider';
 import { EventsLog } from './EventsLog';
-import { useResource } from './hooks';
+import { useModelNames, useResource } from './hooks';
 import { canResume, isLive, JobActions, Progress, StatusBadge } from './JobBits';
 import { LineChart, type ChartSeries } from './LineChart';
 import { ChartToggles, useChartControls, useStableSeries } from './MetricCharts';
@@ -38,6 +38,7 @@ export function JobDetail({ id }: { id: string }) {
     live ? 5000 : null,
   );
   const checkpoints = useResource(() => client.jobs.checkpoints(id), [client, id, job?.status], live ? 10000 : null);
+  const modelNames = useModelNames();
   const routingSeries = useMemo(
     () => (metrics.data?.data ?? []).filter((s) => s.name.startsWith(ROUTING_PREFIX)),
     [metrics.data],
@@ -69,7 +70,7 @@ export function JobDetail({ id }: { id: string }) {
           <dt>Method</dt>
           <dd data-testid="job-method">{job.method}</dd>
           <dt>Base model</dt>
-          <dd>{job.model}</dd>
+          <dd title={job.model}>{modelNames[job.model] ?? job.model}</dd>
           <dt>Data</dt>
           <dd>
             {job.training_file}
@@ -232,9 +233,7 @@ function Checkpoints({
                   <td className="num">{c.step_number}</td>
                   <td>{formatTime(c.created_at)}</td>
                   <td>
-                    {Object.entries(c.metrics)
-                      .map(([k, v]) => `${k} ${formatMetric(v)}`)
-                      .join(' · ')}
+                    <CheckpointMetrics metrics={c.metrics} />
                   </td>
                   <td>
                     {canResume(job) ? (
@@ -250,6 +249,26 @@ function Checkpoints({
         </div>
       )}
     </section>
+  );
+}
+
+/** The losses and exact match in the row; every other metric (mixtures store dozens) folded away. */
+const HEADLINE_METRICS = ['train/loss', 'eval/loss', 'eval/exact_match'];
+
+function CheckpointMetrics({ metrics }: { metrics: Record<string, number> }) {
+  const text = (names: string[]) => names.map((k) => `${k} ${formatMetric(metrics[k])}`).join(' · ');
+  const headline = HEADLINE_METRICS.filter((k) => k in metrics);
+  const rest = Object.keys(metrics).filter((k) => !HEADLINE_METRICS.includes(k));
+  return (
+    <>
+      {text(headline)}
+      {rest.length > 0 && (
+        <details>
+          <summary className="muted">{rest.length} more</summary>
+          <span className="small">{text(rest)}</span>
+        </details>
+      )}
+    </>
   );
 }
 

@@ -6,8 +6,8 @@ import { useEffect, useRef, useState } from 'react';
 import { formatDuration, formatTime, jobDuration } from '../lib/format';
 import { TRAIN_LOSS } from '../lib/metrics';
 import { errorText, useApi } from './ApiProvider';
-import { useResource } from './hooks';
-import { isLive, JobActions, Progress, StatusBadge } from './JobBits';
+import { useModelNames, useResource } from './hooks';
+import { JobActions, Progress, shortId, StatusBadge } from './JobBits';
 import { Sparkline } from './Sparkline';
 
 const POLL_MS = 3000;
@@ -32,6 +32,7 @@ export function JobsPage() {
   );
   const list = jobs.data?.data ?? [];
   const losses = useLossSparklines(list);
+  const modelNames = useModelNames();
 
   useEffect(() => {
     const timer = setInterval(() => setNow(Math.floor(Date.now() / 1000)), 1000);
@@ -139,8 +140,8 @@ export function JobsPage() {
                   />
                 </td>
                 <td>
-                  <Link href={`/jobs/${job.id}`} data-testid="job-link">
-                    {job.id}
+                  <Link href={`/jobs/${job.id}`} title={job.id} data-testid="job-link">
+                    <code>{shortId(job.id)}</code>
                   </Link>
                   {job.suffix && <span className="muted"> {job.suffix}</span>}
                 </td>
@@ -148,7 +149,7 @@ export function JobsPage() {
                   <StatusBadge job={job} />
                 </td>
                 <td>{job.method}</td>
-                <td className="hide-narrow">{job.model}</td>
+                <td className="hide-narrow">{modelNames[job.model] ?? job.model}</td>
                 <td>
                   <Progress job={job} />
                 </td>
@@ -182,19 +183,18 @@ export function JobsPage() {
 }
 
 /**
- * The train-loss sparkline of each listed job, 60 points each: fetched once for finished jobs and
- * again whenever a live job's step count moves.
+ * The train-loss sparkline of each listed job, 60 points each: fetched again whenever a job's status
+ * or step count moves (a job that finished between two polls gets its final curve), never otherwise.
  */
 function useLossSparklines(jobs: readonly Job[]): Record<string, number[]> {
   const { client } = useApi();
   const [losses, setLosses] = useState<Record<string, number[]>>({});
-  const fetchedAt = useRef(new Map<string, number>());
+  const fetchedAt = useRef(new Map<string, string>());
   useEffect(() => {
     for (const job of jobs) {
-      const seen = fetchedAt.current.get(job.id);
-      if (seen !== undefined && (seen === job.steps_completed || !isLive(job))) continue;
-      if (job.steps_completed === 0 && !isLive(job) && job.status !== 'succeeded') continue;
-      fetchedAt.current.set(job.id, job.steps_completed);
+      const version = `${job.status}:${job.steps_completed}`;
+      if (fetchedAt.current.get(job.id) === version || job.steps_completed === 0) continue;
+      fetchedAt.current.set(job.id, version);
       client.jobs
         .metrics(job.id, { names: TRAIN_LOSS, max_points: 60 })
         .then((answer) => {

@@ -6,6 +6,7 @@
  */
 import { useEffect, useMemo, useRef } from 'react';
 
+import { formatTicks } from '../lib/format';
 import { alignSeries, emaSmooth, logSafe, lttb, type Series } from '../lib/series';
 import { useWidth } from './hooks';
 
@@ -86,7 +87,14 @@ export function LineChart({
           scales: { x: { time: false }, y: { distr: logY ? 3 : 1 } },
           legend: { show: true },
           cursor: { drag: { x: true, y: false } },
-          axes: [{ label: 'step' }, { label: yLabel ?? '', size: 60 }],
+          axes: [
+            { label: 'step' },
+            {
+              label: yLabel ?? '',
+              size: 60,
+              values: (_plot: unknown, splits: (number | null)[]) => formatTicks(splits),
+            },
+          ],
           series: [
             { label: 'step' },
             ...series.map((s, i) => ({

@@ -92,7 +92,7 @@ export function RoutingPanel({
       </div>
       <div className="chart-grid">
         <LineChart title="Router entropy" series={entropy} testId="chart-router-entropy" />
-        {broadcast.length > 0 && (
+        {method === 'dynmole' && broadcast.length > 0 && (
           <LineChart
             title="Broadcast fraction (DynMoLE: tokens routed to every expert)"
             series={broadcast}

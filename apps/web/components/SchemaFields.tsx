@@ -46,6 +46,8 @@ export function SchemaFields({ fields, values, root, problems, onChange }: Field
 
 function defaultText(value: unknown): string {
   if (value === undefined) return '';
+  // A list reads as words (and wraps on a phone); other objects as JSON.
+  if (Array.isArray(value)) return value.map((v) => (typeof v === 'object' ? JSON.stringify(v) : String(v))).join(', ');
   if (typeof value === 'object') return JSON.stringify(value);
   return String(value);
 }

@@ -1,4 +1,5 @@
 'use client';
+import { useApi } from './ApiProvider';
 import { useCallback, useEffect, useRef, useState, type RefObject } from 'react';
 
 export interface Resource<T> {
@@ -71,4 +72,11 @@ export function useWidth<E extends HTMLElement>(): [RefObject<E | null>, number]
     return () => observer.disconnect();
   }, []);
   return [ref, width];
+}
+
+/** Registered models' names by id, for tables that hold model ids (one request per page). */
+export function useModelNames(): Record<string, string> {
+  const { client } = useApi();
+  const models = useResource(() => client.models.list({ limit: 100 }), [client]);
+  return Object.fromEntries((models.data?.data ?? []).map((m) => [m.id, m.name]));
 }

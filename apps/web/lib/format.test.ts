@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { formatDuration, formatMetric, formatTime, jobDuration, progressFraction } from './format';
+import { formatDuration, formatMetric, formatTicks, formatTime, jobDuration, progressFraction } from './format';
 
 describe('format', () => {
   it('durations', () => {
@@ -26,5 +26,14 @@ describe('format', () => {
     expect(progressFraction({ steps_completed: 5, total_steps: 20, status: 'running' })).toBe(0.25);
     expect(progressFraction({ steps_completed: 0, total_steps: null, status: 'queued' })).toBeNull();
     expect(progressFraction({ steps_completed: 3, total_steps: null, status: 'succeeded' })).toBe(1);
+  });
+
+  it('labels axis ticks apart, in exponent form for a learning rate', () => {
+    expect(formatTicks([0, 1e-4, 2e-4, 3e-4])).toEqual(['0', '1e-4', '2e-4', '3e-4']);
+    expect(formatTicks([6.5, 6.75, 7, 7.25])).toEqual(['6.5', '6.75', '7', '7.25']);
+    expect(formatTicks([1000, 1250, 1500])).toEqual(['1000', '1250', '1500']);
+    expect(formatTicks([2.5e-5, 5e-5, 7.5e-5])).toEqual(['2.5e-5', '5e-5', '7.5e-5']);
+    expect(formatTicks([0.2, 0.4])).toEqual(['0.2', '0.4']);
+    expect(formatTicks([7, null, 9, 10])).toEqual(['7', null, '9', '10']);
   });
 });

@@ -35,6 +35,30 @@ export function formatMetric(value: number | null | undefined): string {
   return String(Number(value.toPrecision(4)));
 }
 
+/**
+ * Axis tick labels: the fewest significant digits that write every tick exactly (ticks are round
+ * numbers), else 4; exponent form for tiny or huge values (a learning rate of 2e-4 must not read "0").
+ * A null tick (uPlot's log axis leaves some unlabelled) stays null.
+ */
+export function formatTicks(values: readonly (number | null)[]): (string | null)[] {
+  const exact = (v: number | null, text: string | null) =>
+    v === null || Math.abs(Number(text) - v) <= 1e-9 * Math.abs(v);
+  const write = (digits: number) => values.map((v) => (v === null ? null : tickText(v, digits)));
+  for (let digits = 1; digits <= 6; digits++) {
+    const texts = write(digits);
+    if (texts.every((text, i) => exact(values[i]!, text))) return texts;
+  }
+  return write(4);
+}
+
+function tickText(value: number, digits: number): string {
+  if (value === 0 || !Number.isFinite(value)) return String(value);
+  const abs = Math.abs(value);
+  if (abs < 1e-3 || abs >= 1e6) return value.toExponential(digits - 1).replace(/\.?0+e/, 'e');
+  // Never fewer digits than the integer part has: 1250 stays 1250, not 1.3e+3.
+  return String(Number(value.toPrecision(Math.max(digits, Math.floor(Math.log10(abs)) + 1))));
+}
+
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];

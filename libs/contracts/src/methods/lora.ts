@@ -8,6 +8,6 @@ export const loraSchema = z
     adapterFields({ rank: 16, alpha: 32, dropout: 0, targetModules: PROJECTION_NAMES, rankOf: 'of each adapter' }),
   )
   .prefault({})
-  .describe('Plain LoRA (method: lora)');
+  .describe('LoRA: one low-rank update B·A per targeted projection, the baseline (method: lora)');
 
 export type LoraMethodConfig = z.output<typeof loraSchema>;

@@ -42,6 +42,6 @@ export const loramoeSchema = z
         message: `must be even (LoRAMoE splits its experts into two groups), got ${value.num_experts}`,
       });
   })
-  .describe('LoRAMoE: dense routing over LoRA experts on the FFN (method: loramoe)');
+  .describe('LoRAMoE: dense routing over LoRA experts on the FFN, balanced within two expert groups (method: loramoe)');
 
 export type LoramoeConfig = z.output<typeof loramoeSchema>;
