@@ -4,3 +4,4 @@ export * from './api-keys.js';
 export * from './metrics.js';
 export * from './storage.js';
 export * from './s3-storage.js';
+export * from './bootstrap-key.js';
