@@ -147,6 +147,21 @@ const char* et_blas_info(void);
 et_model* et_model_create(const et_model_config* config);
 void et_model_free(et_model* model);
 
+/*
+ * Devices (docs/cuda.md). ET_DEVICE_CPU is the CPU engine; 0, 1, … are CUDA devices, where the
+ * frozen base is stored in bf16, trainable tensors keep fp32 masters and AdamW state, and every
+ * product accumulates in fp32. A CUDA model has the same API; KV-cache sessions run on its CPU
+ * twin, and full fine-tuning (ET_TRAIN_FULL) is refused on CUDA.
+ */
+#define ET_DEVICE_CPU (-1)
+/* Like et_model_create, on `device`. NULL with et_last_error() "CUDA backend not built" when a
+ * CUDA device is asked of a build without the CUDA backend. */
+et_model* et_model_create_on(const et_model_config* config, int32_t device);
+/* The device a model runs on: ET_DEVICE_CPU or a CUDA ordinal. */
+int32_t et_model_device(et_model* model);
+/* Visible CUDA devices; -1 with et_last_error() "CUDA backend not built" in a CPU-only build. */
+int32_t et_cuda_device_count(void);
+
 /* Tensors by Hugging Face name. count is the number of floats of the caller's buffer. */
 int et_set_tensor(et_model* model, const char* name, const float* values, size_t count);
 int et_get_tensor(et_model* model, const char* name, float* out, size_t count);

@@ -5,12 +5,15 @@
 
 #include "../include/expertune.h"
 #include "blas.h"
+#include "cuda/backend.h"
 #include "kernels/kernels.h"
 #include "model.h"
 #include "threadpool.h"
 
 struct et_model {
   et::Model model;
+  std::unique_ptr<et::GpuBackend> gpu;  // null on the CPU
+  int32_t device = ET_DEVICE_CPU;
   explicit et_model(const et_model_config& c) : model(c) {}
 };
 
@@ -49,7 +52,23 @@ void check_count(const et::Param& p, size_t count) {
   }
 }
 
+// A CUDA model's host twin must be current before it is read, and the GPU told after it is written.
+void host_current(et_model* m) {
+  if (m->gpu) m->gpu->sync_to_host();
+}
+void host_written(et_model* m) {
+  if (m->gpu) m->gpu->host_changed();
+}
+
 }  // namespace
+
+#ifndef ET_WITH_CUDA
+namespace et {
+bool gpu_backend_built() { return false; }
+std::unique_ptr<GpuBackend> make_gpu_backend(Model&, int) { fail("CUDA backend not built"); }
+int gpu_device_count() { fail("CUDA backend not built"); }
+}  // namespace et
+#endif
 
 extern "C" {
 
@@ -75,6 +94,33 @@ et_model* et_model_create(const et_model_config* config) {
   return out;
 }
 
+et_model* et_model_create_on(const et_model_config* config, int32_t device) {
+  et_model* out = nullptr;
+  guarded([&] {
+    require(config, "config");
+    if (device < ET_DEVICE_CPU) et::fail("device must be ET_DEVICE_CPU (-1) or a CUDA ordinal >= 0, got ", device);
+    if (device >= 0 && !et::gpu_backend_built()) et::fail("CUDA backend not built");
+    auto model = std::make_unique<et_model>(*config);
+    if (device >= 0) {
+      model->gpu = et::make_gpu_backend(model->model, device);
+      model->device = device;
+    }
+    out = model.release();
+  });
+  return out;
+}
+
+int32_t et_model_device(et_model* m) { return m ? m->device : ET_DEVICE_CPU; }
+
+int32_t et_cuda_device_count(void) {
+  int32_t count = -1;
+  guarded([&] {
+    if (!et::gpu_backend_built()) et::fail("CUDA backend not built");
+    count = et::gpu_device_count();
+  });
+  return count;
+}
+
 void et_model_free(et_model* model) { delete model; }
 
 int et_set_tensor(et_model* m, const char* name, const float* values, size_t count) {
@@ -84,7 +130,9 @@ int et_set_tensor(et_model* m, const char* name, const float* values, size_t cou
     require(values, "values");
     et::Param& p = m->model.param(name);
     check_count(p, count);
+    host_current(m);
     p.write(values);
+    host_written(m);
   });
 }
 
@@ -95,6 +143,7 @@ int et_get_tensor(et_model* m, const char* name, float* out, size_t count) {
     require(out, "out");
     et::Param& p = m->model.param(name);
     check_count(p, count);
+    host_current(m);
     p.read(out, false);
   });
 }
@@ -108,6 +157,7 @@ int et_get_grad(et_model* m, const char* name, float* out, size_t count) {
     check_count(p, count);
     if (!p.has_grad() || (p.is_adapter && !p.trainable))
       et::fail("tensor '", p.name, "' is not trainable in the current mode, so it has no gradient");
+    host_current(m);
     p.read(out, true);
   });
 }
@@ -141,7 +191,9 @@ int et_attach_lora(et_model* m, const et_lora_config* config) {
   return guarded([&] {
     require(m, "model");
     require(config, "config");
+    host_current(m);
     m->model.attach_lora(*config);
+    host_written(m);
   });
 }
 
@@ -149,7 +201,9 @@ int et_attach_adapter(et_model* m, const et_adapter_config* config) {
   return guarded([&] {
     require(m, "model");
     require(config, "config");
+    host_current(m);
     m->model.attach_adapter(*config);
+    host_written(m);
   });
 }
 
@@ -170,7 +224,9 @@ int64_t et_routing_stats(et_model* m, double* out, size_t count) {
 int et_set_train_mode(et_model* m, int32_t mode) {
   return guarded([&] {
     require(m, "model");
+    host_current(m);
     m->model.set_train_mode(mode);
+    host_written(m);
   });
 }
 
@@ -179,7 +235,10 @@ int et_forward(et_model* m, const int32_t* ids, int32_t batch, int32_t seq_len, 
     require(m, "model");
     require(ids, "ids");
     require(logits_out, "logits_out");
-    m->model.forward_logits(ids, batch, seq_len, logits_out);
+    if (m->gpu)
+      m->gpu->forward_logits(ids, batch, seq_len, logits_out, false, nullptr);
+    else
+      m->model.forward_logits(ids, batch, seq_len, logits_out);
   });
 }
 
@@ -189,7 +248,10 @@ int et_forward_collect(et_model* m, const int32_t* ids, int32_t batch, int32_t s
     require(m, "model");
     require(ids, "ids");
     require(logits_out, "logits_out");
-    m->model.forward_logits(ids, batch, seq_len, logits_out, true, token_mask);
+    if (m->gpu)
+      m->gpu->forward_logits(ids, batch, seq_len, logits_out, true, token_mask);
+    else
+      m->model.forward_logits(ids, batch, seq_len, logits_out, true, token_mask);
   });
 }
 
@@ -200,7 +262,8 @@ int et_forward_backward(et_model* m, const int32_t* ids, const int32_t* targets,
     require(ids, "ids");
     require(targets, "targets");
     require(options, "options");
-    et_step_stats result = m->model.forward_backward(ids, targets, batch, seq_len, *options);
+    et_step_stats result = m->gpu ? m->gpu->forward_backward(ids, targets, batch, seq_len, *options)
+                                  : m->model.forward_backward(ids, targets, batch, seq_len, *options);
     if (stats) *stats = result;
   });
 }
@@ -219,7 +282,10 @@ int et_input_grad(et_model* m, float* out, size_t count) {
 int et_zero_grad(et_model* m) {
   return guarded([&] {
     require(m, "model");
-    m->model.zero_grad();
+    if (m->gpu)
+      m->gpu->zero_grad();
+    else
+      m->model.zero_grad();
   });
 }
 
@@ -227,7 +293,7 @@ int et_optimizer_step(et_model* m, const et_adamw* hyper, float* grad_norm_out) 
   return guarded([&] {
     require(m, "model");
     require(hyper, "hyperparameters");
-    float norm = m->model.optimizer_step(*hyper);
+    float norm = m->gpu ? m->gpu->optimizer_step(*hyper) : m->model.optimizer_step(*hyper);
     if (grad_norm_out) *grad_norm_out = norm;
   });
 }
@@ -248,6 +314,7 @@ int et_get_optimizer_state(et_model* m, float* adam_m, float* adam_v, size_t cou
     require(m, "model");
     require(adam_m, "m");
     require(adam_v, "v");
+    host_current(m);
     m->model.get_optimizer_state(adam_m, adam_v, count);
   });
 }
@@ -257,7 +324,9 @@ int et_set_optimizer_state(et_model* m, const float* adam_m, const float* adam_v
     require(m, "model");
     require(adam_m, "m");
     require(adam_v, "v");
+    host_current(m);
     m->model.set_optimizer_state(adam_m, adam_v, count, steps);
+    host_written(m);
   });
 }
 
@@ -265,6 +334,7 @@ et_session* et_session_create(et_model* m, int32_t max_length) {
   et_session* out = nullptr;
   guarded([&] {
     require(m, "model");
+    host_current(m);  // sessions decode on the CPU twin
     auto session = new et_session{m, {}};
     try {
       m->model.session_reset(session->cache, max_length);
@@ -284,6 +354,7 @@ int et_session_append(et_session* s, const int32_t* ids, int32_t n, float* logit
     require(s, "session");
     require(ids, "ids");
     require(logits_out, "logits_out");
+    host_current(s->owner);
     s->owner->model.session_append(s->cache, ids, n, logits_out);
   });
 }

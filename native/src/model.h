@@ -74,6 +74,8 @@ struct KvCache {
 class Model {
  public:
   explicit Model(const et_model_config& config);
+  // The CUDA backend (cuda/model_cuda.cu) mirrors this model's tensors and optimizer state.
+  friend class GpuModel;
 
   const et_model_config& config() const { return c_; }
   Param& param(const std::string& name);

@@ -103,3 +103,19 @@ TEST_CASE("thread count and build information") {
 }
 
 int main() { return check::run_all(); }
+
+TEST_CASE("device selection: the CPU by default; a CUDA device in a CPU-only build is refused by name") {
+  et_model_config c = small();
+  et_model* m = et_model_create_on(&c, ET_DEVICE_CPU);
+  CHECK(m != nullptr);
+  CHECK(et_model_device(m) == ET_DEVICE_CPU);
+  et_model_free(m);
+  CHECK(et_model_create_on(&c, -7) == nullptr);
+  CHECK(error_mentions("ET_DEVICE_CPU"));
+#ifndef ET_WITH_CUDA
+  CHECK(et_model_create_on(&c, 0) == nullptr);
+  CHECK(error_mentions("CUDA backend not built"));
+  CHECK(et_cuda_device_count() == -1);
+  CHECK(error_mentions("CUDA backend not built"));
+#endif
+}
