@@ -64,7 +64,8 @@ export interface NativeStepStats {
 }
 
 export class NativeModel {
-  constructor(config: NativeModelConfig);
+  /** device: -1 the CPU (default), n ≥ 0 CUDA device n (throws "CUDA backend not built" in a CPU-only build). */
+  constructor(config: NativeModelConfig, device?: number);
   setTensor(name: string, values: Float32Array): void;
   getTensor(name: string): Float32Array;
   getGrad(name: string): Float32Array;
@@ -124,4 +125,6 @@ export function getNumThreads(): number;
 /** "avx512", "avx2" or "generic" */
 export function cpuKernels(): string;
 export function blasInfo(): string;
+/** Visible CUDA devices; throws "CUDA backend not built" in a CPU-only build (docs/cuda.md). */
+export function cudaDeviceCount(): number;
 export const addonPath: string;

@@ -142,7 +142,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     c.o_bias = bool_field(o, "oBias");
     c.mlp_bias = bool_field(o, "mlpBias");
     c.sliding_window = int_field(o, "slidingWindow", 0);
-    model_ = et_model_create(&c);
+    // Optional second argument: the device (ET_DEVICE_CPU = -1, or a CUDA ordinal; docs/cuda.md).
+    const int32_t device = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : ET_DEVICE_CPU;
+    model_ = et_model_create_on(&c, device);
     if (!model_) throw_last_error(env);
     hidden_ = c.hidden_size;
     layers_ = c.num_layers;
@@ -528,12 +530,20 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) { return Napi::Number:
 Napi::Value CpuKernels(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), et_cpu_kernels()); }
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), et_blas_info()); }
 
+// Visible CUDA devices; throws "CUDA backend not built" in a CPU-only build.
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  const int32_t count = et_cuda_device_count();
+  if (count < 0) throw Napi::Error::New(info.Env(), et_last_error());
+  return Napi::Number::New(info.Env(), count);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Define(env));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("cpuKernels", Napi::Function::New(env, CpuKernels));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
   return exports;
 }
 

@@ -2,11 +2,16 @@
  * `expertune-worker`: one process per accelerator (EXPERTUNE_ACCELERATOR, default cpu). SIGTERM or
  * SIGINT stops it gracefully: the running job checkpoints and goes back to the queue.
  */
+import { assertNativeDevice, parseDevice } from '@expertune/trainer';
+
 import { settingsFromEnv } from './settings.js';
 import { TrainingWorker } from './worker.js';
 
 export async function main(): Promise<void> {
-  const worker = new TrainingWorker(settingsFromEnv());
+  const settings = settingsFromEnv();
+  // A CUDA device from a CPU-only build fails here, before any job is taken.
+  assertNativeDevice(parseDevice(settings.device));
+  const worker = new TrainingWorker(settings);
   let signals = 0;
   const shutdown = (signal: string) => {
     signals += 1;

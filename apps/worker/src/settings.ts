@@ -3,12 +3,15 @@ import path from 'node:path';
 
 import { DEFAULT_QUEUE_PREFIX, trainQueueName } from '@expertune/contracts';
 import { databaseUrl, dataDir } from '@expertune/db';
+import { deviceFromEnv, deviceName } from '@expertune/trainer';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 export { CANCEL_CHANNEL, DEFAULT_QUEUE_PREFIX, jobEventChannel as jobChannel } from '@expertune/contracts';
 
 export interface WorkerSettings {
   accelerator: string;
+  /** Where the native engine trains: `cpu` or `cuda:<n>` (EXPERTUNE_DEVICE, checked at start; docs/cuda.md). */
+  device: string;
   /** BullMQ queue name (`train-<accelerator>`, contracts' trainQueueName). */
   queueName: string;
   /** BullMQ key prefix; tests use a unique one. */
@@ -55,6 +58,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSet
   const heartbeatMs = int(env, 'EXPERTUNE_HEARTBEAT_MS', 5_000);
   return {
     accelerator,
+    device: deviceName(deviceFromEnv(env)),
     queueName: trainQueueName(accelerator),
     queuePrefix: env.EXPERTUNE_QUEUE_PREFIX || DEFAULT_QUEUE_PREFIX,
     databaseUrl: databaseUrl(env),

@@ -522,6 +522,8 @@ export class TrainingWorker {
       const child: ChildProcess = fork(settings.runnerPath, [], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'json',
+        // The engine in the runner reads the device from here (Engine.create's default).
+        env: { ...process.env, EXPERTUNE_DEVICE: settings.device },
         // Plain node on the built runner: not the flags of a parent under a test runner (e.g. --conditions=source).
         execArgv: [],
       });

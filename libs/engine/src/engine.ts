@@ -8,6 +8,7 @@ import { hash3 } from './rng.js';
 import { learningRate, type LearningRateSchedule } from './schedule.js';
 import { createTfjsModel, type TfjsModelOptions } from './tfjs/index.js';
 import { NativeModelBackend, setNativeThreads } from './native-model.js';
+import { deviceFromEnv, parseDevice, type Device } from './device.js';
 import type {
   AdamWHyperparameters,
   AdapterConfig,
@@ -29,6 +30,8 @@ export interface EngineOptions {
   threads?: number;
   /** tfjs backend (tfjs engine only). */
   tfjsBackend?: TfjsModelOptions['backend'];
+  /** Native engine only: `cpu` or `cuda:<n>` (or parsed); default: EXPERTUNE_DEVICE, else the CPU. */
+  device?: Device | string;
 }
 
 export class Engine {
@@ -41,6 +44,15 @@ export class Engine {
     if (name !== 'native' && name !== 'tfjs')
       throw new RangeError(`unknown engine '${String(name)}': use native or tfjs`);
     if (name === 'native' && options.threads !== undefined) setNativeThreads(options.threads);
+    if (name === 'native') {
+      const device =
+        options.device === undefined
+          ? deviceFromEnv()
+          : typeof options.device === 'string'
+            ? parseDevice(options.device, 'device')
+            : options.device;
+      return new Engine(name, { ...options, device });
+    }
     return new Engine(name, options);
   }
 
@@ -48,7 +60,7 @@ export class Engine {
   async createModel(config: LlamaConfig): Promise<Model> {
     const backend: ModelBackend =
       this.name === 'native'
-        ? new NativeModelBackend(config)
+        ? new NativeModelBackend(config, this.options.device as Device)
         : await createTfjsModel(config, { backend: this.options.tfjsBackend ?? 'cpu' });
     return new Model(backend);
   }

@@ -11,7 +11,16 @@ export {
 } from './engine.js';
 export { learningRate, type LearningRateSchedule, type ScheduleKind } from './schedule.js';
 export { generate, argmax, sampleTopP, type GenerateOptions } from './generate.js';
-export { NativeModelBackend, nativeInfo, blasHint, setNativeThreads, loraTargetMask } from './native-model.js';
+export {
+  parseDevice,
+  deviceFromEnv,
+  deviceName,
+  nativeDeviceOrdinal,
+  deviceError,
+  CPU_DEVICE,
+  type Device,
+} from './device.js';
+export { NativeModelBackend, assertNativeDevice, nativeInfo, blasHint, setNativeThreads, loraTargetMask } from './native-model.js';
 export { createTfjsModel, TfjsModel } from './tfjs/index.js';
 export {
   mix32,

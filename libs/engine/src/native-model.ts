@@ -6,6 +6,7 @@ import type { LlamaConfig } from '@expertune/formats';
 import native from '@expertune/native';
 import type { NativeAdapterConfig, NativeModelConfig } from '@expertune/native';
 
+import { CPU_DEVICE, deviceError, nativeDeviceOrdinal, type Device } from './device.js';
 import {
   ADAPTER_METHODS,
   PROJECTIONS,
@@ -143,6 +144,22 @@ export function nativeInfo(): { kernels: string; blas: string; threads: number; 
   };
 }
 
+/**
+ * Fails now, with the reason and the way out, when `device` cannot be had: a CUDA device from a
+ * CPU-only build, or an ordinal past the visible devices. The CPU always can.
+ */
+export function assertNativeDevice(device: Device, cudaDeviceCount: () => number = native.cudaDeviceCount): void {
+  if (device.kind === 'cpu') return;
+  let count: number;
+  try {
+    count = cudaDeviceCount();
+  } catch (error) {
+    throw deviceError(device, error instanceof Error ? error.message : String(error));
+  }
+  if (device.index >= count)
+    throw deviceError(device, `CUDA device ${device.index} does not exist (${count} visible)`);
+}
+
 /** OpenBLAS core types whose sgemm kernels stop at AVX2. */
 const AVX2_BLAS_CORES = /core=(Haswell|Zen|Sandybridge|Nehalem|Prescott|Core2|Penryn|Dunnington|Atom)\b/;
 
@@ -166,8 +183,19 @@ export class NativeModelBackend implements ModelBackend {
   private mode: TrainMode = 'lora';
   private lastInputRows = 0;
 
-  constructor(readonly config: LlamaConfig) {
-    this.core = new native.NativeModel(nativeModelConfig(config));
+  constructor(
+    readonly config: LlamaConfig,
+    readonly device: Device = CPU_DEVICE,
+  ) {
+    if (device.kind === 'cpu') {
+      this.core = new native.NativeModel(nativeModelConfig(config));
+    } else {
+      try {
+        this.core = new native.NativeModel(nativeModelConfig(config), nativeDeviceOrdinal(device));
+      } catch (error) {
+        throw deviceError(device, error instanceof Error ? error.message : String(error));
+      }
+    }
   }
 
   setTensor(name: string, values: Float32Array): void {

@@ -67,3 +67,5 @@ export {
 export { main } from './cli.js';
 export { runPretraining, paragraphRows, type PretrainResult } from './pretrain.js';
 export { trainByteLevelBpe, learnMerges, countPreTokens, type BpeTrainingOptions } from './bpe.js';
+// Device selection (EXPERTUNE_DEVICE), for the worker, which reaches the engine through the trainer.
+export { parseDevice, deviceFromEnv, deviceName, assertNativeDevice, type Device } from '@expertune/engine';
