@@ -9,7 +9,19 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import type { TrainJobData } from '@expertune/contracts';
-import { connect, createDataSource, insertMetrics, LocalStorage, type JobError, type MetricRow } from '@expertune/db';
+import {
+  type ArtifactStorage,
+  connect,
+  createArtifactStorage,
+  createDataSource,
+  downloadObject,
+  downloadTree,
+  insertMetrics,
+  type JobError,
+  localPathOf,
+  type MetricRow,
+  syncTree,
+} from '@expertune/db';
 import { UnrecoverableError, WaitingError, Worker, type Job as QueueJob } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -55,14 +67,19 @@ export class TrainingWorker {
   private bull: Worker | null = null;
   private publisher: Redis | null = null;
   private subscriber: Redis | null = null;
-  private readonly storage: LocalStorage;
+  /**
+   * Datasets, checkpoints and exports. With a storage without local paths (EXPERTUNE_STORAGE=s3) the
+   * data directory is this worker's cache of it: what a job needs is downloaded before it trains,
+   * and its checkpoints and export are uploaded, so any worker of the class can resume it.
+   */
+  private readonly storage: ArtifactStorage;
   /** The job being trained and how to stop its runner. */
   private current: { jobId: string; stop: (reason: 'cancel' | 'shutdown') => void } | null = null;
   private closing = false;
   private closed: Promise<void> | null = null;
 
   constructor(readonly settings: WorkerSettings) {
-    this.storage = new LocalStorage(settings.dataDir);
+    this.storage = createArtifactStorage(process.env, settings.dataDir);
   }
 
   async start(): Promise<void> {
@@ -275,6 +292,8 @@ export class TrainingWorker {
         return { jobId, outcome: 'skipped', reason: `already ${row.status}` };
       if (await this.cancelUnclaimed(jobId)) return { jobId, outcome: 'cancelled' };
       const outputDir = path.join(this.settings.dataDir, 'jobs', jobId);
+      // Another worker's checkpoints, if this one does not share its disk.
+      if (!this.storage.path) await downloadTree(this.storage, `jobs/${jobId}/checkpoints`, this.settings.dataDir);
       const chosen = await this.chosenCheckpoint(row, queueJob.data as QueueData | undefined);
       const resumeFrom = chosen?.step ?? listRunCheckpoints(outputDir).at(-1)?.step ?? null;
       const claimed = await this.claim(jobId, resumeFrom);
@@ -307,7 +326,9 @@ export class TrainingWorker {
       [data.resumeFromCheckpointId, row.id],
     );
     if (!checkpoint) return null;
-    const dir = this.storage.path(checkpoint.storage_key);
+    const dir = this.storage.path
+      ? this.storage.path(checkpoint.storage_key)
+      : localPathOf(this.settings.dataDir, checkpoint.storage_key);
     return existsSync(path.join(dir, 'state.json')) ? { step: checkpoint.step, dir } : null;
   }
 
@@ -377,12 +398,17 @@ export class TrainingWorker {
       'SELECT id, storage_key, deleted_at FROM datasets WHERE id = ANY($1::uuid[])',
       [[job.training_dataset_id, job.validation_dataset_id].filter((id): id is string => id !== null)],
     );
-    const fileOf = (id: string | null) => {
+    const fileOf = async (id: string | null) => {
       const dataset = datasets.find((d) => d.id === id);
-      return dataset && !dataset.deleted_at ? this.storage.path(dataset.storage_key) : null;
+      if (!dataset || dataset.deleted_at) return null;
+      if (this.storage.path) return this.storage.path(dataset.storage_key);
+      return downloadObject(this.storage, dataset.storage_key, this.settings.dataDir).catch((error: Error) => {
+        this.log(`job ${jobId}: dataset ${dataset.id}: ${error.message}`);
+        return null;
+      });
     };
-    const trainFile = fileOf(job.training_dataset_id);
-    const validationFile = job.validation_dataset_id ? fileOf(job.validation_dataset_id) : null;
+    const trainFile = await fileOf(job.training_dataset_id);
+    const validationFile = job.validation_dataset_id ? await fileOf(job.validation_dataset_id) : null;
     const missing: JobError | null = !model
       ? { code: 'model_not_found', message: `base model ${job.base_model_id} does not exist`, param: 'model' }
       : !trainFile
@@ -423,6 +449,7 @@ export class TrainingWorker {
       const exportDir = run.finished.exportDir;
       const key = storageKeyOf(this.settings.dataDir, exportDir) ?? exportDir;
       const digest = await digestDirectory(exportDir);
+      if (!this.storage.path) await syncTree(this.storage, key, this.settings.dataDir);
       const kind = run.finished.adapter ? 'adapter' : 'model';
       const [artifact] = await this.sql<{ id: string }>(
         `INSERT INTO artifacts (job_id, kind, name, storage_key, bytes, sha256) VALUES ($1, $2, $3, $4, $5, $6)
@@ -647,6 +674,9 @@ export class TrainingWorker {
             void then(() =>
               this.syncCheckpoints(jobId, input.outputDir, { step: message.step, value: message.evalLoss }),
             );
+            // Uploaded before the attempt ends (its end waits for this chain): a drained job resumes anywhere.
+            if (!this.storage.path)
+              void then(() => syncTree(this.storage, `jobs/${jobId}/checkpoints`, settings.dataDir));
             void then(() =>
               this.event(jobId, 'info', 'checkpoint', `Checkpoint at step ${message.step}`, {
                 step: message.step,
