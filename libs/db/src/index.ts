@@ -5,3 +5,4 @@ export * from './metrics.js';
 export * from './storage.js';
 export * from './s3-storage.js';
 export * from './bootstrap-key.js';
+export * from './storage-sync.js';

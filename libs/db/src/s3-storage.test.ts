@@ -22,6 +22,7 @@ import S3rver from 's3rver';
 
 import { createArtifactStorage, S3RequestError, S3Storage, StorageObjectNotFoundError } from './s3-storage.js';
 import { type ArtifactStorage, LocalStorage, StorageKeyError } from './storage.js';
+import { downloadObject, downloadTree, localKeys, syncTree } from './storage-sync.js';
 
 interface FakeS3 {
   run(): Promise<{ address: string; port: number }>;
@@ -201,6 +202,45 @@ describe('S3Storage', () => {
     const noBucket = s3({ bucket: 'no-such-bucket', attempts: 1 });
     await expect(noBucket.put('x', Buffer.from('x'))).rejects.toMatchObject({ status: 404 });
     await expect(readAll(s3().get('missing/object'))).rejects.toThrow(StorageObjectNotFoundError);
+  });
+});
+
+describe('a local directory as a cache of the store (how a worker trains from S3)', () => {
+  it('uploads a run directory, mirrors a pruned checkpoint, and downloads it into another root', async () => {
+    const storage = s3({ prefix: 'sync' });
+    const worker1 = path.join(scratch, 'worker-1');
+    const worker2 = path.join(scratch, 'worker-2');
+    const files: Record<string, Buffer> = {
+      'jobs/j1/checkpoints/step-10/state.json': Buffer.from('{"step":10}'),
+      'jobs/j1/checkpoints/step-10/trainable.safetensors': randomBytes(4096),
+      'jobs/j1/checkpoints/step-20/state.json': Buffer.from('{"step":20}'),
+      'jobs/j1/checkpoints/step-20/trainable.safetensors': randomBytes(4096),
+    };
+    for (const [key, data] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(worker1, key)), { recursive: true });
+      await writeFile(path.join(worker1, key), data);
+    }
+    expect((await syncTree(storage, 'jobs/j1/checkpoints', worker1)).uploaded).toEqual(Object.keys(files).sort());
+    expect((await syncTree(storage, 'jobs/j1/checkpoints', worker1)).uploaded).toEqual([]); // nothing changed
+
+    // The trainer keeps the last checkpoints only: a pruned one leaves the store too.
+    await rm(path.join(worker1, 'jobs/j1/checkpoints/step-10'), { recursive: true });
+    expect((await syncTree(storage, 'jobs/j1/checkpoints', worker1)).deleted).toEqual([
+      'jobs/j1/checkpoints/step-10/state.json',
+      'jobs/j1/checkpoints/step-10/trainable.safetensors',
+    ]);
+
+    // Another worker (another pod, an empty disk) resumes from what the store holds.
+    await downloadTree(storage, 'jobs/j1/checkpoints', worker2);
+    expect(await localKeys(worker2, 'jobs/j1/checkpoints')).toEqual([
+      'jobs/j1/checkpoints/step-20/state.json',
+      'jobs/j1/checkpoints/step-20/trainable.safetensors',
+    ]);
+    const weights = 'jobs/j1/checkpoints/step-20/trainable.safetensors';
+    expect(await readFile(path.join(worker2, weights))).toEqual(files[weights]);
+    expect(await downloadObject(storage, weights, worker2)).toBe(path.join(worker2, weights));
+    await expect(downloadObject(storage, 'jobs/j1/missing', worker2)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(downloadObject(storage, '../escape', worker2)).rejects.toThrow(StorageKeyError);
   });
 });
 

@@ -3,11 +3,20 @@
  * directory. Downloads stream a tar of that directory; single files are served by name, and
  * every name goes through the storage's key checks (no "..", no absolute paths, no symlink escapes).
  */
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import type { Adapter, ListEnvelope, PageQuery } from '@expertune/contracts';
-import { Artifact, type ArtifactStorage, Job as JobRow, Model, StorageKeyError } from '@expertune/db';
+import {
+  Artifact,
+  type ArtifactStorage,
+  downloadTree,
+  Job as JobRow,
+  localPathOf,
+  Model,
+  StorageKeyError,
+} from '@expertune/db';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar';
@@ -39,7 +48,22 @@ export class AdaptersService {
   /** The export directory as a tar stream (regular files and directories only; links are left out). */
   async tarStream(id: string): Promise<{ stream: Readable; filename: string }> {
     const row = await this.requireRow(id);
-    const dir = this.exportDir(row);
+    let dir: string;
+    let cleanup = () => {};
+    if (this.storage.path) dir = this.exportDir(row);
+    else {
+      // An object store has no directory to tar: copy the export to a temporary one first.
+      const scratch = mkdtempSync(path.join(tmpdir(), 'expertune-adapter-'));
+      cleanup = () => rmSync(scratch, { recursive: true, force: true });
+      try {
+        if ((await downloadTree(this.storage, row.storageKey, scratch)).length === 0)
+          throw new ApiException(404, 'not_found', `the export directory of adapter ${row.id} is missing`, 'id');
+      } catch (error) {
+        cleanup();
+        throw error;
+      }
+      dir = localPathOf(scratch, row.storageKey);
+    }
     const stream = tar.create(
       {
         cwd: dir,
@@ -49,6 +73,7 @@ export class AdaptersService {
       },
       ['.'],
     );
+    stream.on('end', cleanup).on('error', cleanup).on('close', cleanup);
     return { stream: stream as unknown as Readable, filename: `${row.name.replace(/[^A-Za-z0-9._-]/g, '_')}.tar` };
   }
 
@@ -106,7 +131,9 @@ export class AdaptersService {
     let files: string[] | undefined;
     if (withFiles) {
       try {
-        files = listFiles(this.exportDir(row));
+        files = this.storage.path
+          ? listFiles(this.exportDir(row))
+          : (await this.storage.list(row.storageKey)).map((key) => key.slice(row.storageKey.length + 1));
       } catch {
         files = [];
       }

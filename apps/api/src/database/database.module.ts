@@ -2,7 +2,7 @@
  * The TypeORM DataSource over the tracking schema (libs/db) and the artifact storage. Pending
  * migrations run at start (docs/architecture.md): the schema belongs to migrations/, never to sync.
  */
-import { createDataSource, LocalStorage, runMigrations, type ArtifactStorage } from '@expertune/db';
+import { createArtifactStorage, createDataSource, runMigrations, type ArtifactStorage } from '@expertune/db';
 import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 
@@ -22,7 +22,12 @@ export const STORAGE = Symbol('STORAGE');
         return createDataSource({ url: config.databaseUrl }).initialize();
       },
     },
-    { provide: STORAGE, inject: [API_CONFIG], useFactory: (config: ApiConfig) => new LocalStorage(config.dataDir) },
+    {
+      // Files under the data directory, or an S3-compatible store with EXPERTUNE_STORAGE=s3 (docs/deploy.md).
+      provide: STORAGE,
+      inject: [API_CONFIG],
+      useFactory: (config: ApiConfig) => createArtifactStorage(process.env, config.dataDir),
+    },
   ],
   exports: [DATA_SOURCE, STORAGE],
 })
