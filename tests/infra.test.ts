@@ -93,6 +93,8 @@ describe('infra/compose.yaml', () => {
       if (!service.build) expect(service.image, `${name}: a pinned image`).toMatch(/^[^@]+:[^@]+@sha256:[0-9a-f]{64}$/);
     }
     expect(services.migrate.restart).toBe('no');
+    expect(services.migrate.command).toEqual(['node', 'libs/db/bin/migrate.js']);
+    expect(services.migrate.environment.EXPERTUNE_BOOTSTRAP_API_KEY).toBe('${EXPERTUNE_BOOTSTRAP_API_KEY:-}');
     expect(services.api.depends_on.migrate.condition).toBe('service_completed_successfully');
     expect(services.worker.depends_on.migrate.condition).toBe('service_completed_successfully');
     expect(services.worker.environment.EXPERTUNE_ACCELERATOR).toBe('cpu');
