@@ -368,6 +368,8 @@ describe('the console in a real browser', () => {
     await page.goto(`${webUrl}/jobs`);
     await expect.poll(() => byTest('job-row').count()).toBe(2);
     for (const row of await byTest('job-row').all()) expect(await row.getAttribute('data-status')).toBe('succeeded');
+    // Each row's loss sparkline.
+    await expect.poll(() => page.locator('[data-testid="job-row"] svg.sparkline').count()).toBe(2);
     await shot('07-jobs');
     for (const box of await byTest('select-job').all()) await box.check();
     await byTest('compare-selected').click();
@@ -388,6 +390,27 @@ describe('the console in a real browser', () => {
     await shot('08-compare');
   });
 
+  it('follows new jobs live on the jobs page, over the change stream', async () => {
+    await page.goto(`${webUrl}/jobs`);
+    const updates = byTest('jobs-updates');
+    await expect.poll(() => updates.getAttribute('data-stream'), { timeout: 15_000 }).toBe('live');
+    // Launched elsewhere (the typed client): the page, which only polls every 30 s while the stream
+    // is live, shows it and its end from the stream's changes.
+    const job = await client.jobs.create({
+      model: jobs.lora!.model,
+      training_file: jobs.lora!.training_file,
+      method: 'lora',
+      hyperparameters: {
+        lora: { rank: 2 },
+        training: { max_steps: 6, micro_batch_size: 4 },
+        data: { max_seq_len: 48 },
+      },
+    });
+    const row = page.locator(`[data-testid="job-row"][data-job-id="${job.id}"]`);
+    await expect.poll(() => row.getAttribute('data-status'), { timeout: 25_000, interval: 250 }).toBe('succeeded');
+    await waitForJobStatus(job.id, 'succeeded', 1_000);
+  });
+
   it('lays every page out at 1280 px and at phone width without sideways scrolling', async () => {
     const pages = {
       jobs: '/jobs',
@@ -405,7 +428,6 @@ describe('the console in a real browser', () => {
       for (const [name, path] of Object.entries(pages)) {
         await page.goto(`${webUrl}${path}`);
         await page.locator('main').waitFor();
-        await page.waitForLoadState('networkidle').catch(() => undefined);
         await shot(`09-${viewport}-${name}`);
         expect(await overflowsSideways(), `${name} at ${viewport}`).toBe(false);
       }
@@ -425,8 +447,20 @@ describe('the console in a real browser', () => {
 
   it('sends an expired key back to key entry, and never logs the key', async () => {
     await db!.query(`UPDATE api_keys SET expires_at = now() - interval '1 minute'`);
+    // The API remembers a verified key for a few seconds (apps/api's api-key guard): wait until it refuses it.
+    await waitUntil(
+      'the API to refuse the expired key',
+      async () => (await fetch(`${apiUrl}/v1/jobs`, { headers: { authorization: `Bearer ${apiKey}` } })).status === 401,
+      30_000,
+      500,
+    );
     await page.goto(`${webUrl}/jobs`);
-    await byTest('key-expired').waitFor({ timeout: 15_000 });
+    await byTest('key-expired')
+      .waitFor({ timeout: 15_000 })
+      .catch(async (error: Error) => {
+        await shot('debug-expired');
+        throw new Error(`${error.message}\n${(await page.locator('main').textContent()) ?? ''}\n${logs()}`);
+      });
     await byTest('key-form').waitFor();
     expect(await page.evaluate(() => window.sessionStorage.getItem('expertune.apiKey'))).toBeNull();
     await shot('10-key-expired');

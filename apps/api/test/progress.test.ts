@@ -4,6 +4,7 @@ import {
   createExpertuneClient,
   ExpertuneApiError,
   type Job,
+  jobChangeSchema,
   jobEventSchema,
   jobSchema,
   metricSeriesListSchema,
@@ -195,6 +196,56 @@ describe('live events', () => {
       publisher.disconnect();
       await reader.cancel();
     }
+  });
+});
+
+describe('changes of every job', () => {
+  it("forwards this database's jobs' status, checkpoints and progress (1/s per job), and no foreign job", async () => {
+    const job = await client.jobs.create({ model: modelId, training_file: datasetId });
+    const foreign = '00000000-0000-4000-8000-000000000000';
+    const response = await client.jobs.changes();
+    expect(response.status, response.status === 200 ? '' : await response.text()).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.includes('changes of every job')) text += decoder.decode((await reader.read()).value);
+    const publisher = new Redis(api.config.redisUrl);
+    const status = (id: string, value: string) =>
+      JSON.stringify({ id: '1', job_id: id, type: 'status', level: 'info', message: value, data: { status: value } });
+    const metrics = (id: string, steps: number[]) =>
+      JSON.stringify({
+        object: 'fine_tuning.job.metrics',
+        job_id: id,
+        points: steps.map((step) => ({ name: 'train/loss', step, value: 1 })),
+      });
+    try {
+      // As a worker would: the foreign job first, so its messages would arrive before ours if forwarded.
+      await publisher.publish(jobEventChannel(foreign), status(foreign, 'running'));
+      await publisher.publish(jobEventChannel(foreign), metrics(foreign, [1]));
+      await publisher.publish(jobEventChannel(job.id), status(job.id, 'running'));
+      await publisher.publish(jobEventChannel(job.id), metrics(job.id, [1, 2, 3]));
+      await publisher.publish(jobEventChannel(job.id), metrics(job.id, [4])); // within the second: dropped
+      await publisher.publish(
+        jobEventChannel(job.id),
+        JSON.stringify({ id: '2', job_id: job.id, type: 'checkpoint', level: 'info', message: 'checkpoint', data: {} }),
+      );
+      await publisher.publish(jobEventChannel(job.id), status(job.id, 'succeeded'));
+      while (!text.includes('"succeeded"')) text += decoder.decode((await reader.read()).value);
+    } finally {
+      publisher.disconnect();
+      await reader.cancel();
+    }
+    const changes = text
+      .split('\n\n')
+      .filter((block) => block.startsWith('event: job'))
+      .map((block) => jobChangeSchema.parse(JSON.parse(block.split('\ndata: ')[1]!)));
+    expect(changes).toEqual([
+      { job_id: job.id, kind: 'status', status: 'running', step: null },
+      { job_id: job.id, kind: 'progress', status: null, step: 3 },
+      { job_id: job.id, kind: 'checkpoint', status: null, step: null },
+      { job_id: job.id, kind: 'status', status: 'succeeded', step: null },
+    ]);
   });
 });
 

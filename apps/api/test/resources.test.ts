@@ -90,6 +90,7 @@ const goodRows = [
   },
   { text: 'plain text row' },
 ];
+const FORMATS_OF_GOOD_ROWS = { prompt_completion: 1, chat: 1, text: 1 };
 
 describe('models and datasets', () => {
   let modelId: string;
@@ -122,6 +123,8 @@ describe('models and datasets', () => {
     );
     expect(status).toBe(200);
     expect(body.stats.rows).toBe(3);
+    // Counted by the file's own format, not by the chat form every row is read into.
+    expect(body.stats.formats).toEqual(FORMATS_OF_GOOD_ROWS);
     datasetId = body.id;
     const fetched = await call<{ filename: string; preview: unknown[] }>('GET', `/v1/datasets/${datasetId}`);
     expect(fetched.status).toBe(200);

@@ -7,15 +7,15 @@ import { useMemo, useState } from 'react';
 
 import { finalMetrics, runConfig } from '../lib/compare';
 import { configDiff } from '../lib/config-diff';
-import { formatMetric } from '../lib/format';
+import { formatMetric, shortId } from '../lib/format';
 import { EVAL_LOSS, EXACT_MATCH, ROUTING_PREFIX, TRAIN_LOSS } from '../lib/metrics';
 import { groupRouting } from '../lib/routing';
 import { errorText, useApi } from './ApiProvider';
 import { Heatmap } from './Heatmap';
 import { useResource } from './hooks';
-import { isLive, shortId, StatusBadge } from './JobBits';
-import { LineChart, PALETTE, type ChartSeries } from './LineChart';
-import { ChartToggles, useChartControls, useStableSeries } from './MetricCharts';
+import { isLive, StatusBadge } from './JobBits';
+import { PALETTE, type ChartSeries } from './LineChart';
+import { CurvesCard, useStableSeries } from './MetricCharts';
 
 export const MAX_RUNS = 10;
 
@@ -104,7 +104,6 @@ function overlay(runs: readonly Run[], name: string): ChartSeries[] {
 }
 
 export function Comparison({ runs }: { runs: Run[] }) {
-  const [controls, setControls] = useChartControls();
   const [differsOnly, setDiffersOnly] = useState(true);
   const [layer, setLayer] = useState(0);
   const trainLoss = useStableSeries(overlay(runs, TRAIN_LOSS));
@@ -127,22 +126,14 @@ export function Comparison({ runs }: { runs: Run[] }) {
 
   return (
     <>
-      <section className="card" aria-labelledby="cmp-curves">
-        <h2 id="cmp-curves">Curves</h2>
-        <ChartToggles value={controls} onChange={setControls} />
-        <div className="chart-grid">
-          <LineChart
-            title="Train loss"
-            series={trainLoss}
-            logY={controls.logY}
-            smoothing={controls.smoothing}
-            testId="compare-train-loss"
-          />
-          <LineChart title="Eval loss" series={evalLoss} logY={controls.logY} testId="compare-eval-loss" />
-          {exact.length > 0 && <LineChart title="Eval exact match" series={exact} testId="compare-exact-match" />}
-        </div>
-      </section>
-
+      <CurvesCard
+        heading="Curves"
+        curves={[
+          { title: 'Train loss', series: trainLoss, testId: 'compare-train-loss', logScale: true, smooth: true },
+          { title: 'Eval loss', series: evalLoss, testId: 'compare-eval-loss', logScale: true },
+          { title: 'Eval exact match', series: exact, testId: 'compare-exact-match', optional: true },
+        ]}
+      />
       <section className="card" aria-labelledby="cmp-final">
         <h2 id="cmp-final">Final metrics</h2>
         <div className="table-wrap">

@@ -8,7 +8,7 @@ import { lineProblems, renderRow, type LineProblem } from '../lib/preview';
 import { errorText, useApi } from './ApiProvider';
 
 export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: Dataset) => void; modelId?: string }) {
-  const { client, request } = useApi();
+  const { client } = useApi();
   const [file, setFile] = useState<File | null>(null);
   const [busy, setBusy] = useState(false);
   const [problem, setProblem] = useState<string | null>(null);
@@ -22,11 +22,7 @@ export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: 
     setLines([]);
     setUploaded(null);
     try {
-      const form = new FormData();
-      // Fields before the file: the server reads the multipart stream in order.
-      if (modelId) form.set('model', modelId);
-      form.set('file', file, file.name);
-      const created = await uploadForm(request, form);
+      const created = await client.datasets.upload(file, file.name, modelId ? { model: modelId } : {});
       const full = await client.datasets.get(created.id).catch(() => created);
       setUploaded(full);
       onUploaded?.(full);
@@ -90,24 +86,6 @@ export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: 
       {uploaded && <DatasetPreview dataset={uploaded} />}
     </div>
   );
-}
-
-/** POST /v1/datasets with `model` too (the typed client's upload sends only the file). */
-async function uploadForm(request: ReturnType<typeof useApi>['request'], form: FormData): Promise<Dataset> {
-  const response = await request('/v1/datasets', { method: 'POST', body: form });
-  const text = await response.text();
-  let body: { error?: { code: string; message: string; param: string | null } } = {};
-  try {
-    body = JSON.parse(text) as typeof body;
-  } catch {
-    // a proxy's HTML page: reported below with the status
-  }
-  if (!response.ok)
-    throw new ExpertuneApiError(
-      response.status,
-      body.error ?? { code: 'http_error', message: text.slice(0, 300) || response.statusText, param: null },
-    );
-  return body as unknown as Dataset;
 }
 
 export function DatasetPreview({ dataset }: { dataset: Dataset }) {

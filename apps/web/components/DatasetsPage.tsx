@@ -2,9 +2,10 @@
 import type { Dataset } from '@expertune/contracts';
 import { useState } from 'react';
 
-import { formatBytes, formatTime } from '../lib/format';
+import { formatBytes, formatTime, shortId } from '../lib/format';
 import { errorText, useApi } from './ApiProvider';
 import { DatasetPreview, DatasetUpload } from './DatasetUpload';
+import { ResourceTable } from './ResourceTable';
 import { useResource } from './hooks';
 
 export function DatasetsPage() {
@@ -43,69 +44,54 @@ export function DatasetsPage() {
           {problem ?? errorText(datasets.error)}
         </p>
       )}
-      <div className="card table-wrap">
-        <table data-testid="datasets-table">
-          <thead>
-            <tr>
-              <th scope="col">Dataset</th>
-              <th scope="col">File</th>
-              <th scope="col">Format</th>
-              <th scope="col">Rows</th>
-              <th scope="col" className="hide-narrow">
-                Tokens
-              </th>
-              <th scope="col" className="hide-narrow">
-                Size
-              </th>
-              <th scope="col" className="hide-narrow">
-                Created
-              </th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
-          <tbody>
-            {(datasets.data?.data ?? []).length === 0 && (
-              <tr>
-                <td colSpan={8} className="muted">
-                  {datasets.loading ? 'Loading…' : 'No datasets yet.'}
-                </td>
-              </tr>
-            )}
-            {(datasets.data?.data ?? []).map((d) => (
-              <tr key={d.id} data-testid="dataset-row">
-                <td>{d.id}</td>
-                <td>{d.filename}</td>
-                <td>{d.format}</td>
-                <td className="num">
-                  {d.stats.rows}
-                  {d.stats.bad_rows > 0 && <span className="error"> ({d.stats.bad_rows} bad)</span>}
-                </td>
-                <td className="num hide-narrow">{d.stats.tokens ?? '—'}</td>
-                <td className="num hide-narrow">{formatBytes(d.bytes)}</td>
-                <td className="hide-narrow">{formatTime(d.created_at)}</td>
-                <td>
-                  <button
-                    type="button"
-                    className="secondary"
-                    onClick={() => void inspect(d.id)}
-                    aria-label={`Preview ${d.id}`}
-                  >
-                    Preview
-                  </button>{' '}
-                  <button
-                    type="button"
-                    className="danger"
-                    onClick={() => void remove(d.id)}
-                    aria-label={`Delete ${d.id}`}
-                  >
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <ResourceTable
+        rows={datasets.data?.data ?? []}
+        loading={datasets.loading}
+        empty="No datasets yet."
+        testId="datasets-table"
+        rowTestId="dataset-row"
+        columns={[
+          { header: 'Dataset', cell: (d) => <code title={d.id}>{shortId(d.id)}</code> },
+          { header: 'File', cell: (d) => d.filename },
+          { header: 'Format', cell: (d) => d.format },
+          {
+            header: 'Rows',
+            numeric: true,
+            cell: (d) => (
+              <>
+                {d.stats.rows}
+                {d.stats.bad_rows > 0 && <span className="error"> ({d.stats.bad_rows} bad)</span>}
+              </>
+            ),
+          },
+          { header: 'Tokens', numeric: true, hideNarrow: true, cell: (d) => d.stats.tokens ?? '—' },
+          { header: 'Size', numeric: true, hideNarrow: true, cell: (d) => formatBytes(d.bytes) },
+          { header: 'Created', hideNarrow: true, cell: (d) => formatTime(d.created_at) },
+          {
+            header: 'Actions',
+            cell: (d) => (
+              <>
+                <button
+                  type="button"
+                  className="secondary"
+                  onClick={() => void inspect(d.id)}
+                  aria-label={`Preview ${d.id}`}
+                >
+                  Preview
+                </button>{' '}
+                <button
+                  type="button"
+                  className="danger"
+                  onClick={() => void remove(d.id)}
+                  aria-label={`Delete ${d.id}`}
+                >
+                  Delete
+                </button>
+              </>
+            ),
+          },
+        ]}
+      />
       {shown && (
         <section className="card">
           <h2>Preview</h2>

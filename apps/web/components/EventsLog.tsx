@@ -7,7 +7,7 @@ import type { JobEvent } from '@expertune/contracts';
 import { useEffect, useRef, useState } from 'react';
 
 import { formatTime } from '../lib/format';
-import { SseParser } from '../lib/sse';
+import { followStream } from '../lib/sse';
 import { useApi } from './ApiProvider';
 
 export function EventsLog({
@@ -26,7 +26,6 @@ export function EventsLog({
   onEventRef.current = onEvent;
 
   useEffect(() => {
-    let stopped = false;
     const controller = new AbortController();
     const seen = new Set<string>();
     const add = (incoming: JobEvent[]) => {
@@ -56,47 +55,29 @@ export function EventsLog({
         setState('closed');
         return;
       }
-      let delay = 1000;
-      while (!stopped) {
-        try {
-          const response = await request(`/v1/jobs/${encodeURIComponent(jobId)}/events/stream`, {
-            headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) },
+      await followStream({
+        open: (resumeAfter) =>
+          request(`/v1/jobs/${encodeURIComponent(jobId)}/events/stream`, {
+            headers: { accept: 'text/event-stream', ...(resumeAfter ? { 'last-event-id': resumeAfter } : {}) },
             signal: controller.signal,
-          });
-          if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`);
-          setState('live');
-          delay = 1000;
-          const parser = new SseParser();
-          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done || stopped) break;
-            for (const message of parser.push(value)) {
-              try {
-                const event = JSON.parse(message.data) as JobEvent;
-                if (!event || typeof event !== 'object' || !('message' in event)) continue;
-                const withId = { ...event, id: event.id ?? message.id ?? String(Date.now()) };
-                for (const e of add([withId])) onEventRef.current?.(e);
-                if (message.id) lastId = message.id;
-              } catch {
-                // a keep-alive or a message of another shape
-              }
-            }
+          }),
+        onMessage: (message) => {
+          try {
+            const event = JSON.parse(message.data) as JobEvent;
+            if (!event || typeof event !== 'object' || !('message' in event)) return;
+            const withId = { ...event, id: event.id ?? message.id ?? String(Date.now()) };
+            for (const e of add([withId])) onEventRef.current?.(e);
+          } catch {
+            // a message of another shape
           }
-        } catch {
-          if (stopped) return;
-        }
-        if (stopped) return;
-        setState('retrying');
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 15000);
-      }
+        },
+        onState: (streamState) => setState(streamState === 'connecting' ? 'loading' : streamState),
+        signal: controller.signal,
+        lastEventId: lastId ?? null,
+      });
     };
-    void run().catch(() => !stopped && setState('closed'));
-    return () => {
-      stopped = true;
-      controller.abort();
-    };
+    void run().catch(() => !controller.signal.aborted && setState('closed'));
+    return () => controller.abort();
   }, [client, request, jobId, live]);
 
   return (

@@ -10,9 +10,6 @@ export const isLive = (job: Pick<Job, 'status'>) => LIVE_STATUSES.has(job.status
 export const canCancel = (job: Pick<Job, 'status' | 'cancel_requested'>) => isLive(job) && !job.cancel_requested;
 export const canResume = (job: Pick<Job, 'status'>) => job.status === 'failed' || job.status === 'cancelled';
 
-/** The first 8 characters of a job id: enough to tell jobs apart in a table; the full id is the link's title. */
-export const shortId = (id: string) => id.slice(0, 8);
-
 export function StatusBadge({ job }: { job: Pick<Job, 'status' | 'cancel_requested'> }) {
   return (
     <span className={`status status-${job.status}`} data-testid="job-status">

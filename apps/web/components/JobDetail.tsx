@@ -19,8 +19,8 @@ import { errorText, useApi } from './ApiProvider';
 import { EventsLog } from './EventsLog';
 import { useModelNames, useResource } from './hooks';
 import { canResume, isLive, JobActions, Progress, StatusBadge } from './JobBits';
-import { LineChart, type ChartSeries } from './LineChart';
-import { ChartToggles, useChartControls, useStableSeries } from './MetricCharts';
+import type { ChartSeries } from './LineChart';
+import { CurvesCard, useStableSeries } from './MetricCharts';
 import { RoutingPanel } from './RoutingPanel';
 
 /** Points per series asked of the API: about a screen's width; the chart cuts further to its own width. */
@@ -155,7 +155,6 @@ function seriesOf(all: readonly MetricSeries[], name: string, label = name): Cha
 }
 
 function Curves({ series }: { series: MetricSeries[] }) {
-  const [controls, setControls] = useChartControls();
   const loss = useStableSeries([
     ...seriesOf(series, TRAIN_LOSS, 'train'),
     ...seriesOf(series, EVAL_LOSS, 'eval').map((s) => ({ ...s, dashed: true })),
@@ -169,36 +168,18 @@ function Curves({ series }: { series: MetricSeries[] }) {
     ...series.filter((s) => taskOf(s.name)).map((s) => ({ label: taskOf(s.name)!, steps: s.steps, values: s.values })),
   ]);
   return (
-    <section className="card" aria-labelledby="curves-title" data-testid="curves">
-      <h2 id="curves-title">Training curves</h2>
-      <ChartToggles value={controls} onChange={setControls} />
-      <div className="chart-grid">
-        <LineChart
-          title="Loss (train, eval dashed)"
-          series={loss}
-          logY={controls.logY}
-          smoothing={controls.smoothing}
-          testId="chart-loss"
-        />
-        <LineChart title="Learning rate" series={lr} testId="chart-lr" />
-        <LineChart title="Gradient norm" series={grad} smoothing={controls.smoothing} testId="chart-grad-norm" />
-        <LineChart
-          title="Tokens per second"
-          series={speed}
-          smoothing={controls.smoothing}
-          testId="chart-tokens-per-second"
-        />
-        {accuracy.length > 0 && (
-          <LineChart
-            title="Token accuracy"
-            series={accuracy}
-            smoothing={controls.smoothing}
-            testId="chart-token-accuracy"
-          />
-        )}
-        {exact.length > 0 && <LineChart title="Eval exact match" series={exact} testId="chart-exact-match" />}
-      </div>
-    </section>
+    <CurvesCard
+      heading="Training curves"
+      testId="curves"
+      curves={[
+        { title: 'Loss (train, eval dashed)', series: loss, testId: 'chart-loss', logScale: true, smooth: true },
+        { title: 'Learning rate', series: lr, testId: 'chart-lr' },
+        { title: 'Gradient norm', series: grad, testId: 'chart-grad-norm', smooth: true },
+        { title: 'Tokens per second', series: speed, testId: 'chart-tokens-per-second', smooth: true },
+        { title: 'Token accuracy', series: accuracy, testId: 'chart-token-accuracy', smooth: true, optional: true },
+        { title: 'Eval exact match', series: exact, testId: 'chart-exact-match', optional: true },
+      ]}
+    />
   );
 }
 

@@ -3,14 +3,20 @@ import { JOB_STATUSES, TRAIN_METHODS, type Job } from '@expertune/contracts';
 import Link from 'next/link';
 import { useEffect, useRef, useState } from 'react';
 
-import { formatDuration, formatTime, jobDuration } from '../lib/format';
+import { formatDuration, formatTime, jobDuration, shortId } from '../lib/format';
 import { TRAIN_LOSS } from '../lib/metrics';
+import { followStream, type StreamState } from '../lib/sse';
 import { errorText, useApi } from './ApiProvider';
 import { useModelNames, useResource } from './hooks';
-import { JobActions, Progress, shortId, StatusBadge } from './JobBits';
+import { JobActions, Progress, StatusBadge } from './JobBits';
+import { ResourceTable } from './ResourceTable';
 import { Sparkline } from './Sparkline';
 
+/** Polling while the change stream is down; with it live, a slow safety poll only. */
 const POLL_MS = 3000;
+const LIVE_POLL_MS = 30_000;
+/** The list is reloaded at most this often however many changes arrive. */
+const RELOAD_EVERY_MS = 1000;
 
 export function JobsPage() {
   const { client } = useApi();
@@ -19,6 +25,7 @@ export function JobsPage() {
   const [cursor, setCursor] = useState<string | undefined>(undefined);
   const [selected, setSelected] = useState<string[]>([]);
   const [now, setNow] = useState(() => Math.floor(Date.now() / 1000));
+  const [stream, setStream] = useState<StreamState>('connecting');
   const jobs = useResource(
     () =>
       client.jobs.list({
@@ -28,8 +35,9 @@ export function JobsPage() {
         ...(cursor ? { after: cursor } : {}),
       }),
     [client, status, method, cursor],
-    POLL_MS,
+    stream === 'live' ? LIVE_POLL_MS : POLL_MS,
   );
+  useJobChanges(jobs.reload, setStream);
   const list = jobs.data?.data ?? [];
   const losses = useLossSparklines(list);
   const modelNames = useModelNames();
@@ -89,83 +97,60 @@ export function JobsPage() {
             <option key={m}>{m}</option>
           ))}
         </select>
-        <span className="muted">updates every {POLL_MS / 1000} s</span>
+        <span className="muted" data-testid="jobs-updates" data-stream={stream}>
+          {stream === 'live' ? 'live' : `updates every ${POLL_MS / 1000} s`}
+        </span>
       </div>
       {jobs.error != null && (
         <p role="alert" className="error">
           {errorText(jobs.error)}
         </p>
       )}
-      <div className="card table-wrap">
-        <table data-testid="jobs-table">
-          <thead>
-            <tr>
-              <th scope="col">
-                <span className="sr-only">Select</span>
-              </th>
-              <th scope="col">Job</th>
-              <th scope="col">Status</th>
-              <th scope="col">Method</th>
-              <th scope="col" className="hide-narrow">
-                Base model
-              </th>
-              <th scope="col">Progress</th>
-              <th scope="col" className="hide-narrow">
-                Loss
-              </th>
-              <th scope="col" className="hide-narrow">
-                Created
-              </th>
-              <th scope="col">Duration</th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.length === 0 && (
-              <tr>
-                <td colSpan={10} className="muted">
-                  {jobs.loading ? 'Loading…' : 'No jobs match.'}
-                </td>
-              </tr>
-            )}
-            {list.map((job) => (
-              <tr key={job.id} data-testid="job-row" data-job-id={job.id} data-status={job.status}>
-                <td>
-                  <input
-                    type="checkbox"
-                    checked={selected.includes(job.id)}
-                    onChange={() => toggle(job.id)}
-                    aria-label={`Select ${job.id} for comparison`}
-                    data-testid="select-job"
-                  />
-                </td>
-                <td>
-                  <Link href={`/jobs/${job.id}`} title={job.id} data-testid="job-link">
-                    <code>{shortId(job.id)}</code>
-                  </Link>
-                  {job.suffix && <span className="muted"> {job.suffix}</span>}
-                </td>
-                <td>
-                  <StatusBadge job={job} />
-                </td>
-                <td>{job.method}</td>
-                <td className="hide-narrow">{modelNames[job.model] ?? job.model}</td>
-                <td>
-                  <Progress job={job} />
-                </td>
-                <td className="hide-narrow">
-                  <Sparkline values={losses[job.id] ?? []} label={`train loss of ${job.id}`} />
-                </td>
-                <td className="hide-narrow">{formatTime(job.created_at)}</td>
-                <td>{formatDuration(jobDuration(job, now))}</td>
-                <td>
-                  <JobActions job={job} onChange={() => jobs.reload()} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <ResourceTable
+        rows={list}
+        loading={jobs.loading}
+        empty="No jobs match."
+        testId="jobs-table"
+        rowTestId="job-row"
+        rowProps={(job) => ({ 'data-job-id': job.id, 'data-status': job.status })}
+        columns={[
+          {
+            header: <span className="sr-only">Select</span>,
+            cell: (job) => (
+              <input
+                type="checkbox"
+                checked={selected.includes(job.id)}
+                onChange={() => toggle(job.id)}
+                aria-label={`Select ${job.id} for comparison`}
+                data-testid="select-job"
+              />
+            ),
+          },
+          {
+            header: 'Job',
+            cell: (job) => (
+              <>
+                <Link href={`/jobs/${job.id}`} title={job.id} data-testid="job-link">
+                  <code>{shortId(job.id)}</code>
+                </Link>
+                {job.suffix && <span className="muted"> {job.suffix}</span>}
+              </>
+            ),
+          },
+          { header: 'Status', cell: (job) => <StatusBadge job={job} /> },
+          { header: 'Method', cell: (job) => job.method },
+          { header: 'Base model', hideNarrow: true, cell: (job) => modelNames[job.model] ?? job.model },
+          { header: 'Progress', cell: (job) => <Progress job={job} /> },
+          {
+            header: 'Loss',
+            hideNarrow: true,
+            cell: (job) => <Sparkline values={losses[job.id] ?? []} label={`train loss of ${job.id}`} />,
+          },
+          { header: 'Created', hideNarrow: true, cell: (job) => formatTime(job.created_at) },
+          { header: 'Duration', cell: (job) => formatDuration(jobDuration(job, now)) },
+          { header: 'Actions', cell: (job) => <JobActions job={job} onChange={() => jobs.reload()} /> },
+        ]}
+      />
       <div className="toolbar">
         {cursor && (
           <button type="button" className="secondary" onClick={() => setCursor(undefined)}>
@@ -180,6 +165,40 @@ export function JobsPage() {
       </div>
     </>
   );
+}
+
+/**
+ * Follows GET /v1/events/stream (changes of every job) and calls `reload` on each, at most once a
+ * second, trailing: the last change of a burst is never missed.
+ */
+function useJobChanges(reload: () => void, onState: (state: StreamState) => void): void {
+  const { request } = useApi();
+  const reloadRef = useRef(reload);
+  reloadRef.current = reload;
+  useEffect(() => {
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let last = 0;
+    const schedule = () => {
+      if (timer) return;
+      const wait = Math.max(0, last + RELOAD_EVERY_MS - Date.now());
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        reloadRef.current();
+      }, wait);
+    };
+    void followStream({
+      open: () => request('/v1/events/stream', { headers: { accept: 'text/event-stream' }, signal: controller.signal }),
+      onMessage: (message) => message.event === 'job' && schedule(),
+      onState,
+      signal: controller.signal,
+    });
+    return () => {
+      controller.abort();
+      if (timer) clearTimeout(timer);
+    };
+  }, [request, onState]);
 }
 
 /**

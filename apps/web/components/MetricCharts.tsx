@@ -2,7 +2,7 @@
 /** The training curves of one or several runs, with the log-scale and smoothing toggles. */
 import { useId, useMemo, useState } from 'react';
 
-import type { ChartSeries } from './LineChart';
+import { LineChart, type ChartSeries } from './LineChart';
 
 export interface ChartControls {
   logY: boolean;
@@ -40,7 +40,7 @@ export function ChartToggles({ value, onChange }: { value: ChartControls; onChan
   );
 }
 
-export function useChartControls(): [ChartControls, (value: ChartControls) => void] {
+function useChartControls(): [ChartControls, (value: ChartControls) => void] {
   const [controls, setControls] = useState<ChartControls>({ logY: false, smoothing: 0 });
   return [controls, setControls];
 }
@@ -53,4 +53,42 @@ export function useStableSeries(series: ChartSeries[]): ChartSeries[] {
     )
     .join('|');
   return useMemo(() => series, [key]);
+}
+
+export interface Curve {
+  title: string;
+  series: ChartSeries[];
+  testId: string;
+  /** Follows the log-scale toggle (losses). */
+  logScale?: boolean;
+  /** Follows the smoothing slider (noisy per-step values). */
+  smooth?: boolean;
+  /** Left out when it has no series (a metric only some runs report). */
+  optional?: boolean;
+}
+
+/** A card of curves sharing one set of toggles: the job page's and the compare page's. */
+export function CurvesCard({ heading, testId, curves }: { heading: string; testId?: string; curves: Curve[] }) {
+  const [controls, setControls] = useChartControls();
+  const headingId = useId();
+  return (
+    <section className="card" aria-labelledby={headingId} data-testid={testId}>
+      <h2 id={headingId}>{heading}</h2>
+      <ChartToggles value={controls} onChange={setControls} />
+      <div className="chart-grid">
+        {curves
+          .filter((curve) => !curve.optional || curve.series.length > 0)
+          .map((curve) => (
+            <LineChart
+              key={curve.testId}
+              title={curve.title}
+              series={curve.series}
+              logY={curve.logScale ? controls.logY : false}
+              smoothing={curve.smooth ? controls.smoothing : 0}
+              testId={curve.testId}
+            />
+          ))}
+      </div>
+    </section>
+  );
 }

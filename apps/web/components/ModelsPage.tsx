@@ -2,10 +2,11 @@
 import type { Model } from '@expertune/contracts';
 import { useState } from 'react';
 
-import { formatTime } from '../lib/format';
+import { formatTime, shortId } from '../lib/format';
 import { formatCount } from '../lib/params';
 import { errorText, useApi } from './ApiProvider';
 import { useResource } from './hooks';
+import { ResourceTable } from './ResourceTable';
 
 export function ModelsPage() {
   const { client } = useApi();
@@ -68,63 +69,39 @@ export function ModelsPage() {
           {errorText(models.error)}
         </p>
       )}
-      <div className="card table-wrap">
-        <table data-testid="models-table">
-          <thead>
-            <tr>
-              <th scope="col">Model</th>
-              <th scope="col">Name</th>
-              <th scope="col" className="hide-narrow">
-                Architecture
-              </th>
-              <th scope="col">Parameters</th>
-              <th scope="col" className="hide-narrow">
-                Path
-              </th>
-              <th scope="col" className="hide-narrow">
-                Created
-              </th>
-              <th scope="col">Inspect</th>
-            </tr>
-          </thead>
-          <tbody>
-            {(models.data?.data ?? []).length === 0 && (
-              <tr>
-                <td colSpan={7} className="muted">
-                  {models.loading ? 'Loading…' : 'No models registered.'}
-                </td>
-              </tr>
-            )}
-            {(models.data?.data ?? []).map((m) => (
-              <tr key={m.id} data-testid="model-row">
-                <td>{m.id}</td>
-                <td>{m.name}</td>
-                <td className="hide-narrow">{m.architecture ?? '—'}</td>
-                <td className="num">{formatCount(m.parameter_count)}</td>
-                <td className="hide-narrow">
-                  <code>{m.path}</code>
-                </td>
-                <td className="hide-narrow">{formatTime(m.created_at)}</td>
-                <td>
-                  <button
-                    type="button"
-                    className="secondary"
-                    aria-label={`Inspect ${m.id}`}
-                    onClick={() =>
-                      void client.models
-                        .get(m.id)
-                        .then(setShown)
-                        .catch((e: unknown) => setProblem(errorText(e)))
-                    }
-                  >
-                    Inspect
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <ResourceTable
+        rows={models.data?.data ?? []}
+        loading={models.loading}
+        empty="No models registered."
+        testId="models-table"
+        rowTestId="model-row"
+        columns={[
+          { header: 'Model', cell: (m) => <code title={m.id}>{shortId(m.id)}</code> },
+          { header: 'Name', cell: (m) => m.name },
+          { header: 'Architecture', hideNarrow: true, cell: (m) => m.architecture ?? '—' },
+          { header: 'Parameters', numeric: true, cell: (m) => formatCount(m.parameter_count) },
+          { header: 'Path', hideNarrow: true, cell: (m) => <code>{m.path}</code> },
+          { header: 'Created', hideNarrow: true, cell: (m) => formatTime(m.created_at) },
+          {
+            header: 'Inspect',
+            cell: (m) => (
+              <button
+                type="button"
+                className="secondary"
+                aria-label={`Inspect ${m.id}`}
+                onClick={() =>
+                  void client.models
+                    .get(m.id)
+                    .then(setShown)
+                    .catch((e: unknown) => setProblem(errorText(e)))
+                }
+              >
+                Inspect
+              </button>
+            ),
+          },
+        ]}
+      />
       {shown && (
         <section className="card" data-testid="model-config">
           <h2>

@@ -7,7 +7,7 @@
 import { ExpertuneApiError, type Dataset, type Model, type TrainMethod } from '@expertune/contracts';
 import Link from 'next/link';
 import { useRouter } from 'next/navigation';
-import { useMemo, useState } from 'react';
+import { useMemo, useState, type ReactNode } from 'react';
 
 import {
   COMMON_SECTIONS,
@@ -33,6 +33,56 @@ const SECTION_TITLES: Record<(typeof COMMON_SECTIONS)[number], string> = {
   data: 'Data',
   eval: 'Evaluation',
 };
+
+/** A select of registered things (models, datasets) with an empty first choice. */
+function Picker({
+  name,
+  label,
+  value,
+  choices,
+  problem,
+  onChange,
+  children,
+}: {
+  name: string;
+  label: string;
+  value: string;
+  choices: { id: string; text: string }[];
+  problem: string | undefined;
+  onChange: (value: string) => void;
+  children?: ReactNode;
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={`f-${name}`}>{label}</label>
+      <select
+        id={`f-${name}`}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+        aria-invalid={problem ? true : undefined}
+        data-testid={`field-${name}`}
+      >
+        <option value="">choose…</option>
+        {choices.map((c) => (
+          <option key={c.id} value={c.id}>
+            {c.text}
+          </option>
+        ))}
+      </select>
+      {children}
+      <Problem text={problem} />
+    </div>
+  );
+}
+
+/** A field's problem under it, announced to screen readers. */
+function Problem({ text }: { text: string | undefined }) {
+  return text ? (
+    <span className="problem" role="alert">
+      {text}
+    </span>
+  ) : null;
+}
 
 export function NewJobForm() {
   const { client } = useApi();
@@ -131,53 +181,29 @@ export function NewJobForm() {
       <section className="card" aria-labelledby="basics">
         <h2 id="basics">Model and data</h2>
         <div className="form-grid">
-          <div className="field">
-            <label htmlFor="f-model">Base model</label>
-            <select
-              id="f-model"
-              value={state.model}
-              onChange={(e) => update(['model'], e.target.value)}
-              aria-invalid={shownProblems.has('model') || undefined}
-              data-testid="field-model"
-            >
-              <option value="">choose…</option>
-              {(models.data?.data ?? []).map((m) => (
-                <option key={m.id} value={m.id}>
-                  {m.name} ({formatCount(m.parameter_count)} params)
-                </option>
-              ))}
-            </select>
+          <Picker
+            name="model"
+            label="Base model"
+            value={state.model}
+            choices={(models.data?.data ?? []).map((m) => ({
+              id: m.id,
+              text: `${m.name} (${formatCount(m.parameter_count)} params)`,
+            }))}
+            problem={shownProblems.get('model')}
+            onChange={(value) => update(['model'], value)}
+          >
             <span className="help">
               Registered models (<Link href="/models">Models</Link>).
             </span>
-            {shownProblems.has('model') && (
-              <span className="problem" role="alert">
-                {shownProblems.get('model')}
-              </span>
-            )}
-          </div>
-          <div className="field">
-            <label htmlFor="f-training_file">Training dataset</label>
-            <select
-              id="f-training_file"
-              value={state.training_file}
-              onChange={(e) => update(['training_file'], e.target.value)}
-              aria-invalid={shownProblems.has('training_file') || undefined}
-              data-testid="field-training_file"
-            >
-              <option value="">choose…</option>
-              {datasetOptions.map((d) => (
-                <option key={d.id} value={d.id}>
-                  {d.filename} ({d.stats.rows} rows, {d.id})
-                </option>
-              ))}
-            </select>
-            {shownProblems.has('training_file') && (
-              <span className="problem" role="alert">
-                {shownProblems.get('training_file')}
-              </span>
-            )}
-          </div>
+          </Picker>
+          <Picker
+            name="training_file"
+            label="Training dataset"
+            value={state.training_file}
+            choices={datasetOptions.map((d) => ({ id: d.id, text: `${d.filename} (${d.stats.rows} rows, ${d.id})` }))}
+            problem={shownProblems.get('training_file')}
+            onChange={(value) => update(['training_file'], value)}
+          />
           <div className="field">
             <label htmlFor="f-validation_file">Validation dataset (optional)</label>
             <select
@@ -268,11 +294,7 @@ export function NewJobForm() {
               aria-invalid={shownProblems.has('seed') || undefined}
               data-testid="field-seed"
             />
-            {shownProblems.has('seed') && (
-              <span className="problem" role="alert">
-                {shownProblems.get('seed')}
-              </span>
-            )}
+            <Problem text={shownProblems.get('seed')} />
           </div>
           <div className="field">
             <label htmlFor="f-suffix">Suffix (optional)</label>
@@ -284,11 +306,7 @@ export function NewJobForm() {
               aria-invalid={shownProblems.has('suffix') || undefined}
               data-testid="field-suffix"
             />
-            {shownProblems.has('suffix') && (
-              <span className="problem" role="alert">
-                {shownProblems.get('suffix')}
-              </span>
-            )}
+            <Problem text={shownProblems.get('suffix')} />
           </div>
         </div>
       </section>

@@ -91,34 +91,32 @@ export function SchemaField({
     </>
   );
 
+  /** A control with its label above and its help and problem below. */
+  const labelled = (control: ReactNode) => (
+    <div className="field">
+      <label htmlFor={id}>{field.label}</label>
+      {control}
+      {help}
+    </div>
+  );
+
   switch (field.kind) {
     case 'number':
-      return (
-        <div className="field">
-          <label htmlFor={id}>{field.label}</label>
-          <NumberBox
-            {...common}
-            value={value}
-            placeholder={field.optional ? 'not set' : defaultText(field.default)}
-            parse={parseNumberInput}
-            onValue={(v) => onChange(field.path, v)}
-          />
-          {help}
-        </div>
-      );
     case 'list':
-      return (
-        <div className="field">
-          <label htmlFor={id}>{field.label}</label>
-          <NumberBox
-            {...common}
-            value={value}
-            placeholder="comma-separated, e.g. 2, 4, 6, 8"
-            parse={parseNumberList}
-            onValue={(v) => onChange(field.path, v)}
-          />
-          {help}
-        </div>
+      return labelled(
+        <NumberBox
+          {...common}
+          value={value}
+          placeholder={
+            field.kind === 'list'
+              ? 'comma-separated, e.g. 2, 4, 6, 8'
+              : field.optional
+                ? 'not set'
+                : defaultText(field.default)
+          }
+          parse={field.kind === 'list' ? parseNumberList : parseNumberInput}
+          onValue={(v) => onChange(field.path, v)}
+        />,
       );
     case 'boolean':
       return (
@@ -136,39 +134,31 @@ export function SchemaField({
         </div>
       );
     case 'enum':
-      return (
-        <div className="field">
-          <label htmlFor={id}>{field.label}</label>
-          <select
-            {...common}
-            value={typeof value === 'string' ? value : ''}
-            onChange={(e) => onChange(field.path, e.target.value === '' ? undefined : e.target.value)}
-          >
-            {(field.optional || value === undefined) && (
-              <option value="">{field.optional ? 'not set' : 'choose…'}</option>
-            )}
-            {field.options.map((o) => (
-              <option key={o} value={o}>
-                {o}
-              </option>
-            ))}
-          </select>
-          {help}
-        </div>
+      return labelled(
+        <select
+          {...common}
+          value={typeof value === 'string' ? value : ''}
+          onChange={(e) => onChange(field.path, e.target.value === '' ? undefined : e.target.value)}
+        >
+          {(field.optional || value === undefined) && (
+            <option value="">{field.optional ? 'not set' : 'choose…'}</option>
+          )}
+          {field.options.map((o) => (
+            <option key={o} value={o}>
+              {o}
+            </option>
+          ))}
+        </select>,
       );
     case 'string':
-      return (
-        <div className="field">
-          <label htmlFor={id}>{field.label}</label>
-          <input
-            {...common}
-            type="text"
-            value={typeof value === 'string' ? value : ''}
-            placeholder={field.optional ? 'not set' : ''}
-            onChange={(e) => onChange(field.path, e.target.value === '' ? undefined : e.target.value)}
-          />
-          {help}
-        </div>
+      return labelled(
+        <input
+          {...common}
+          type="text"
+          value={typeof value === 'string' ? value : ''}
+          placeholder={field.optional ? 'not set' : ''}
+          onChange={(e) => onChange(field.path, e.target.value === '' ? undefined : e.target.value)}
+        />,
       );
     case 'multi': {
       const chosen = Array.isArray(value) ? (value as string[]) : [];

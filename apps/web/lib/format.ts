@@ -81,3 +81,6 @@ export function progressFraction(job: {
   if (!job.total_steps) return null;
   return Math.min(1, job.steps_completed / job.total_steps);
 }
+
+/** The first 8 characters of an id: enough to tell rows apart in a table (show the full id as a title). */
+export const shortId = (id: string) => id.slice(0, 8);

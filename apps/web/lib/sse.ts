@@ -68,3 +68,50 @@ export class SseParser {
     return null;
   }
 }
+
+export type StreamState = 'connecting' | 'live' | 'retrying';
+
+export interface FollowOptions {
+  /** Opens the stream; `lastEventId` is the last id seen, for a reconnect. */
+  open: (lastEventId: string | null) => Promise<Response>;
+  onMessage: (message: SseMessage) => void;
+  onState?: (state: StreamState) => void;
+  signal: AbortSignal;
+  /** The id to resume after on the first connect. */
+  lastEventId?: string | null;
+}
+
+/**
+ * Reads an SSE stream until `signal` aborts, reconnecting after a drop with Last-Event-ID and a
+ * backoff of 1 s doubling to 15 s (EventSource's behaviour, which fetch does not have).
+ */
+export async function followStream({ open, onMessage, onState, signal, lastEventId = null }: FollowOptions) {
+  let lastId = lastEventId;
+  let delay = 1000;
+  while (!signal.aborted) {
+    onState?.('connecting');
+    try {
+      const response = await open(lastId);
+      if (signal.aborted) return;
+      if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`);
+      onState?.('live');
+      delay = 1000;
+      const parser = new SseParser();
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || signal.aborted) break;
+        for (const message of parser.push(value)) {
+          onMessage(message);
+          if (message.id) lastId = message.id;
+        }
+      }
+    } catch {
+      if (signal.aborted) return;
+    }
+    if (signal.aborted) return;
+    onState?.('retrying');
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
+}

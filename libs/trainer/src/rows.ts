@@ -83,8 +83,11 @@ export class RowReader {
     this.name = (column) => columns[column] ?? column;
   }
 
-  /** The row's content and metadata, or the problems found in it (all of them, by field). */
-  read(row: Row, line: number): { row: ParsedRow; meta: RowMeta } | { problems: RowProblem[] } {
+  /** The row's content, metadata and format (as declared or detected), or the problems found in it (all, by field). */
+  read(
+    row: Row,
+    line: number,
+  ): { row: ParsedRow; meta: RowMeta; format: Exclude<DataFormat, 'auto'> } | { problems: RowProblem[] } {
     const problems: RowProblem[] = [];
     const problem = (column: ColumnName | string, message: string) =>
       problems.push({
@@ -95,8 +98,8 @@ export class RowReader {
     const meta = this.meta(row, problem);
     const format = this.format === 'auto' ? this.detect(row, problem) : this.format;
     const parsed = format ? this.content(format, row, problem) : null;
-    if (problems.length > 0 || !parsed) return { problems };
-    return { row: parsed, meta };
+    if (problems.length > 0 || !parsed || !format) return { problems };
+    return { row: parsed, meta, format };
   }
 
   private has(row: Row, column: ColumnName): boolean {

@@ -74,7 +74,9 @@ export class ApiKeyGuard implements CanActivate {
     const key = await verifyApiKey(this.dataSource, presented);
     if (key) {
       if (this.verified.size > 10_000) this.verified.clear();
-      this.verified.set(digest, { key, until: Date.now() + VERIFIED_TTL_MS });
+      // Never trusted past its own expiry.
+      const until = Math.min(Date.now() + VERIFIED_TTL_MS, key.expiresAt?.getTime() ?? Infinity);
+      this.verified.set(digest, { key, until });
     }
     return key;
   }

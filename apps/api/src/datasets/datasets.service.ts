@@ -212,8 +212,8 @@ export class DatasetsService {
           return;
         }
         rows += 1;
-        const kind = read.row.kind === 'chat' ? 'chat' : read.row.kind;
-        formats[kind] = (formats[kind] ?? 0) + 1;
+        // The file's format (prompt/completion, alpaca…), not the chat form rows are read into.
+        formats[read.format] = (formats[read.format] ?? 0) + 1;
         if (preview.length < PREVIEW_ROWS) preview.push(json);
       });
     return { problems, rows };

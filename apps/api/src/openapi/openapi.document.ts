@@ -7,6 +7,7 @@ import {
   checkpointSchema,
   datasetSchema,
   errorEnvelopeSchema,
+  jobChangeSchema,
   jobCreateRequestSchema,
   jobEventSchema,
   jobResumeRequestSchema,
@@ -46,6 +47,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
     Job: jsonSchema(jobSchema, 'output'),
     JobList: jsonSchema(listEnvelopeSchema(jobSchema), 'output'),
     JobEvent: jsonSchema(jobEventSchema, 'output'),
+    JobChange: jsonSchema(jobChangeSchema, 'output'),
     JobEventList: jsonSchema(listEnvelopeSchema(jobEventSchema), 'output'),
     MetricSeriesList: jsonSchema(metricSeriesListSchema, 'output'),
     CheckpointList: jsonSchema(listEnvelopeSchema(checkpointSchema), 'output'),
@@ -138,6 +140,13 @@ export function buildOpenApiDocument(): OpenAPIObject {
           summary: 'Server-sent events: stored events after Last-Event-ID, then live ones',
           parameters: [jobId, { name: 'Last-Event-ID', in: 'header', schema: { type: 'string' } }],
           responses: { '200': { description: 'text/event-stream' }, ...errors(401, 404) },
+        },
+      },
+      '/v1/events/stream': {
+        get: {
+          summary:
+            'Server-sent events of every job: `event: job` with a JobChange (status, checkpoint, progress at most 1/s per job); no replay',
+          responses: { '200': { description: 'text/event-stream of JobChange' }, ...errors(401) },
         },
       },
       '/v1/jobs/{id}/metrics': {

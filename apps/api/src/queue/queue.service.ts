@@ -168,12 +168,15 @@ export class QueueService implements OnModuleInit, OnApplicationBootstrap, OnApp
     return redis;
   }
 
-  /** A connected connection of its own for SUBSCRIBE (a subscribed connection can do nothing else). */
-  async subscriber(channel: string): Promise<Redis> {
+  /**
+   * A connected connection of its own for SUBSCRIBE, or PSUBSCRIBE when `channel` is a glob pattern
+   * (a subscribed connection can do nothing else).
+   */
+  async subscriber(channel: string, { pattern = false } = {}): Promise<Redis> {
     const redis = this.newConnection();
     try {
       await ready(redis);
-      await withTimeout(redis.subscribe(channel), 'subscribe');
+      await withTimeout(pattern ? redis.psubscribe(channel) : redis.subscribe(channel), 'subscribe');
     } catch (error) {
       redis.disconnect();
       throw error;

@@ -36,6 +36,13 @@ export interface HealthReport {
   checks: Record<string, { ok: boolean; message?: string }>;
 }
 
+/** The optional text fields of a dataset upload (POST /v1/datasets). */
+export interface DatasetUploadFields {
+  model?: string;
+  format?: string;
+  name?: string;
+}
+
 type Query = Record<string, string | number | string[] | undefined>;
 
 function queryString(query: Query | undefined): string {
@@ -83,6 +90,16 @@ export function createExpertuneClient(options: ExpertuneClientOptions) {
 
   const id = encodeURIComponent;
 
+  /** A text/event-stream response as it is (the caller reads `body`; a non-200 is not thrown). */
+  const eventStream = (path: string, lastEventId?: string) =>
+    doFetch(`${baseUrl}${path}`, {
+      headers: {
+        accept: 'text/event-stream',
+        ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+        ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
+      },
+    });
+
   return {
     health: async (): Promise<HealthReport> => {
       const response = await doFetch(`${baseUrl}/health`);
@@ -102,18 +119,18 @@ export function createExpertuneClient(options: ExpertuneClientOptions) {
         json<MetricSeriesList>('GET', `/v1/jobs/${id(jobId)}/metrics`, undefined, query as Query),
       checkpoints: (jobId: string) => json<ListEnvelope<Checkpoint>>('GET', `/v1/jobs/${id(jobId)}/checkpoints`),
       /** The SSE stream's raw response (read `body` as text/event-stream). */
-      stream: (jobId: string, lastEventId?: string) =>
-        doFetch(`${baseUrl}/v1/jobs/${id(jobId)}/events/stream`, {
-          headers: {
-            accept: 'text/event-stream',
-            ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
-            ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
-          },
-        }),
+      stream: (jobId: string, lastEventId?: string) => eventStream(`/v1/jobs/${id(jobId)}/events/stream`, lastEventId),
+      /** Changes of every job (`JobChange` messages: status events and progress), as a raw SSE response. */
+      changes: () => eventStream('/v1/events/stream'),
     },
     datasets: {
-      upload: (content: Blob | string, filename: string) => {
+      /**
+       * `model` (a registered model id) adds token statistics; `format` overrides row detection;
+       * `name` replaces the filename. The fields go before the file: the API reads the body in order.
+       */
+      upload: (content: Blob | string, filename: string, fields: DatasetUploadFields = {}) => {
         const form = new FormData();
+        for (const [key, value] of Object.entries(fields)) if (value !== undefined) form.set(key, value);
         form.set('file', typeof content === 'string' ? new Blob([content]) : content, filename);
         return json<Dataset>('POST', '/v1/datasets', form);
       },

@@ -235,6 +235,19 @@ export const jobEventSchema = z.strictObject({
 });
 export type JobEvent = z.infer<typeof jobEventSchema>;
 
+/**
+ * One message of GET /v1/events/stream (SSE event `job`): something changed in a job, for lists
+ * that follow every job: a status event, a checkpoint, or training progress (at most one a second
+ * per job). Fetch the job for the rest.
+ */
+export const jobChangeSchema = z.strictObject({
+  job_id: resourceId,
+  kind: z.enum(['status', 'checkpoint', 'progress']),
+  status: z.enum(JOB_STATUSES).nullable().describe('The new status (kind status)'),
+  step: z.number().int().nullable().describe('The latest step with a metric (kind progress)'),
+});
+export type JobChange = z.infer<typeof jobChangeSchema>;
+
 const commaList = z.string().transform((s) =>
   s
     .split(',')
