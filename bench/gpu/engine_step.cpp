@@ -238,12 +238,14 @@ int main(int argc, char** argv) {
     const double tokens_per_s = static_cast<double>(N) * o.steps / seconds;
     const double flops = flops_per_token(o, adapter_params);
     const double achieved_tflops = tokens_per_s * flops / 1e12;
+    const char* attention = std::getenv("EXPERTUNE_CUDA_ATTENTION");
     std::printf(
-        "{\"impl\":\"expertune\",\"method\":\"%s\",\"device\":\"%s\",\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
-        "\"model_tflops\":%.2f,\"mfu\":%.4f,\"mfu_of_measured\":%.4f,\"adapter_params\":%ld,\"loss\":%.4f}\n",
-        method.c_str(), o.device.c_str(), tokens_per_s, 1e3 * seconds / o.steps, achieved_tflops,
-        achieved_tflops / o.peak_tflops, o.measured_tflops > 0 ? achieved_tflops / o.measured_tflops : 0.0,
-        adapter_params, loss);
+        "{\"impl\":\"expertune\",\"method\":\"%s\",\"device\":\"%s\",\"attention\":\"%s\",\"tokens_per_s\":%.1f,"
+        "\"step_ms\":%.2f,\"model_tflops\":%.2f,\"mfu\":%.4f,\"mfu_of_measured\":%.4f,\"adapter_params\":%ld,"
+        "\"loss\":%.4f}\n",
+        method.c_str(), o.device.c_str(), attention ? attention : "simt", tokens_per_s, 1e3 * seconds / o.steps,
+        achieved_tflops, achieved_tflops / o.peak_tflops,
+        o.measured_tflops > 0 ? achieved_tflops / o.measured_tflops : 0.0, adapter_params, loss);
     std::fflush(stdout);
   }
   et_model_free(model);

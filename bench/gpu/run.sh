@@ -38,8 +38,10 @@ for stage in "${stages[@]}"; do
     probe)
       "$python" "$here/matmul_probe.py" > "$out/matmul.jsonl"
       "$build/bench_gpu_gemm" > "$out/gemm.jsonl" ;;
-    engine)
-      "$build/bench_gpu_engine" --device cuda:0 --measured-tflops "$(measured)" | tee "$out/engine.jsonl" ;;
+    engine)  # both attention kernels: CUDA cores (default) and tensor cores (EXPERTUNE_CUDA_ATTENTION=mma)
+      "$build/bench_gpu_engine" --device cuda:0 --measured-tflops "$(measured)" | tee "$out/engine.jsonl"
+      EXPERTUNE_CUDA_ATTENTION=mma "$build/bench_gpu_engine" --device cuda:0 --measured-tflops "$(measured)" \
+        | tee -a "$out/engine.jsonl" ;;
     peft)
       (cd "$here" && "$python" peft_lora.py --measured-tflops "$(measured)") | tee "$out/peft.jsonl" ;;
     mixture)

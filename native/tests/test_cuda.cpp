@@ -170,10 +170,11 @@ struct AttentionCase {
   long batch, seq, heads, kv_heads, hd, window;
 };
 
-TEST_CASE("attention forward and backward (GQA, sliding window) match the CPU") {
+TEST_CASE("attention forward and backward (GQA, sliding window) match the CPU, CUDA cores and tensor cores") {
   for (const AttentionCase& ac : {AttentionCase{1, 17, 2, 1, 16, 0}, AttentionCase{2, 64, 4, 2, 32, 0},
                                   AttentionCase{2, 100, 8, 2, 64, 24}, AttentionCase{1, 70, 4, 4, 128, 0},
-                                  AttentionCase{1, 33, 2, 1, 80, 5}}) {
+                                  AttentionCase{1, 33, 2, 1, 80, 5}, AttentionCase{2, 200, 4, 1, 128, 0},
+                                  AttentionCase{1, 130, 4, 2, 64, 40}}) {
     const long N = ac.batch * ac.seq, qd = ac.heads * ac.hd, kvd = ac.kv_heads * ac.hd, ld = qd + 2 * kvd;
     const et::AttentionShape shape{ac.heads, ac.kv_heads, ac.hd, ac.window, 1.0f / std::sqrt(float(ac.hd))};
     auto qkv = random_vector(N * ld), dout = random_vector(N * qd);
@@ -184,20 +185,31 @@ TEST_CASE("attention forward and backward (GQA, sliding window) match the CPU") 
                            dqkv.data() + qd + kvd, ld);
 
     const et::cuda::AttentionDims dims{ac.batch, ac.heads, ac.kv_heads, ac.hd, ac.seq, 0, ac.seq, ac.window, shape.scale};
-    Dev<float> g_qkv(qkv), g_out(N * qd), g_lse(lse.size()), g_dout(dout), g_delta(lse.size()), g_dqkv(N * ld);
-    Dev<bf16> g_out16(N * qd);
-    et::cuda::attention_forward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld, g_out.ptr, qd, g_lse);
-    sync();
-    CHECK_REL_L2(g_out.get(), out, out.size(), kF32);
-    CHECK_REL_L2(g_lse.get(), lse, lse.size(), kF32);
-    et::cuda::attention_forward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld, g_out16.ptr, qd, nullptr);
-    sync();
-    CHECK_REL_L2(to_f32(g_out16.get()), out, out.size(), kBF16);
-    // The backward reads the fp32 forward's output: the gradients are an fp32 path.
-    et::cuda::attention_backward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld, static_cast<const float*>(g_out.ptr),
-                                 qd, g_dout, qd, g_lse, g_delta, g_dqkv, ld, g_dqkv + qd, g_dqkv + qd + kvd, ld);
-    sync();
-    CHECK_REL_L2(g_dqkv.get(), dqkv, dqkv.size(), 1e-4);
+    for (auto impl : {et::cuda::AttentionImpl::Simt, et::cuda::AttentionImpl::TensorCore}) {
+      const bool tensor = impl == et::cuda::AttentionImpl::TensorCore;
+      if (tensor && !et::cuda::tensor_core_attention_supports(dims)) continue;
+      et::cuda::set_attention_impl(impl);
+      // CUDA cores compute on the fp32 inputs; tensor cores round q, k, v, dout (and P, dS) to bf16.
+      const double tol_out = tensor ? kBF16 : kF32, tol_grad = tensor ? 2e-2 : 1e-4;
+      Dev<float> g_qkv(qkv), g_out(N * qd), g_lse(lse.size()), g_dout(dout), g_delta(lse.size()), g_dqkv(N * ld);
+      Dev<bf16> g_out16(N * qd);
+      et::cuda::attention_forward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld, g_out.ptr, qd, g_lse);
+      sync();
+      CHECK_REL_L2(g_out.get(), out, out.size(), tol_out);
+      CHECK_REL_L2(g_lse.get(), lse, lse.size(), tol_out);
+      et::cuda::attention_forward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld, g_out16.ptr, qd, nullptr);
+      sync();
+      CHECK_REL_L2(to_f32(g_out16.get()), out, out.size(), kBF16);
+      // The backward reads the CPU's output and logsumexp, so only the backward itself is compared.
+      g_out.upload(out);
+      g_lse.upload(lse);
+      et::cuda::attention_backward(nullptr, dims, g_qkv, ld, g_qkv + qd, g_qkv + qd + kvd, ld,
+                                   static_cast<const float*>(g_out.ptr), qd, g_dout, qd, g_lse, g_delta, g_dqkv, ld,
+                                   g_dqkv + qd, g_dqkv + qd + kvd, ld);
+      sync();
+      CHECK_REL_L2(g_dqkv.get(), dqkv, dqkv.size(), tol_grad);
+    }
+    et::cuda::set_attention_impl(et::cuda::AttentionImpl::Simt);
   }
 }
 

@@ -5,7 +5,8 @@
 // block) and one for dK/dV (keys own the block and loop over every query head of their KV
 // group, so GQA needs no atomics and the result does not depend on scheduling).
 // Visibility is the CPU's: key j is seen by query position i iff j ≤ i and (no window or i − j < W).
-// These kernels use CUDA cores (fp32 FMA); a tensor-core (mma) version is future work (docs/cuda.md).
+// These kernels use CUDA cores (fp32 FMA, exact fp32 inputs); attention_mma.cu has the tensor-core
+// version, chosen with EXPERTUNE_CUDA_ATTENTION=mma.
 #include <cmath>
 
 #include "check.h"
@@ -277,6 +278,8 @@ template <typename Out>
 void forward(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, const float* k, const float* v,
              long ldkv, Out* out, long ldo, float* lse) {
   check_dims(d);
+  if (attention_impl() == AttentionImpl::TensorCore && tensor_core_attention_supports(d))
+    return attention_forward_mma(s, d, q, ldq, k, v, ldkv, out, ldo, lse);
   if (d.batch == 0 || d.nq == 0) return;
   const long pitch = d.head_dim + 1;
   const size_t bytes = 3 * kTile * pitch * sizeof(float);
@@ -291,6 +294,8 @@ void backward(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, 
               long ldkv, const Out* out, long ldo, const float* dout, long lddo, const float* lse, float* delta,
               float* dq, long lddq, float* dk, float* dv, long lddkv) {
   check_dims(d);
+  if (attention_impl() == AttentionImpl::TensorCore && tensor_core_attention_supports(d))
+    return attention_backward_mma(s, d, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, delta, dq, lddq, dk, dv, lddkv);
   if (d.q_pos0 != 0 || d.kv_rows != d.nq) fail("attention backward: training layout only (q_pos0 = 0, kv_rows = nq)");
   if (d.batch == 0 || d.nq == 0) return;
   const long items = d.batch * d.nq * d.heads;

@@ -67,6 +67,25 @@ void attention_backward(cudaStream_t s, const AttentionDims& d, const float* q, 
                         const float* v, long ldkv, const float* out, long ldo, const float* dout, long lddo,
                         const float* lse, float* delta, float* dq, long lddq, float* dk, float* dv, long lddkv);
 
+// ---- attention_mma.cu: the same on tensor cores (bf16 WMMA), head_dim 64 or 128 -----------------
+// EXPERTUNE_CUDA_ATTENTION=mma makes attention_forward/backward above use these where the head
+// dim allows (the CUDA-core kernels stay the default until the tensor-core ones are checked on a
+// GPU: docs/cuda.md).
+enum class AttentionImpl { Simt, TensorCore };
+void set_attention_impl(AttentionImpl impl);
+AttentionImpl attention_impl();
+bool tensor_core_attention_supports(const AttentionDims& d);
+void attention_forward_mma(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, const float* k,
+                           const float* v, long ldkv, bf16* out, long ldo, float* lse);
+void attention_forward_mma(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, const float* k,
+                           const float* v, long ldkv, float* out, long ldo, float* lse);
+void attention_backward_mma(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, const float* k,
+                            const float* v, long ldkv, const bf16* out, long ldo, const float* dout, long lddo,
+                            const float* lse, float* delta, float* dq, long lddq, float* dk, float* dv, long lddkv);
+void attention_backward_mma(cudaStream_t s, const AttentionDims& d, const float* q, long ldq, const float* k,
+                            const float* v, long ldkv, const float* out, long ldo, const float* dout, long lddo,
+                            const float* lse, float* delta, float* dq, long lddq, float* dk, float* dv, long lddkv);
+
 // ---- swiglu.cu ---------------------------------------------------------------------------------
 // act[t, :F] = silu(gate) ⊙ up, from stacked gate_up[t] = [gate (F) | up (F)].
 void swiglu_forward(cudaStream_t s, const float* gate_up, long ldgu, bf16* act, long ldact, long rows, long F);
