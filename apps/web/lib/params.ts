@@ -1,8 +1,9 @@
 /**
  * Trainable-parameter counts as the engine computes them (libs/engine/src/methods/index.ts,
  * `trainableParametersPerLayer`), for Llama-shaped models, from the model's config.json and a
- * method section. Mirrored rather than imported: the engine pulls in tfjs, far too heavy for the
- * browser. Per adapted projection of shape [out, in]:
+ * method section. Mirrored rather than imported: the engine pulls in tfjs and the native addon, which
+ * no browser can load; tests/parameter-count.test.ts holds the two counts equal for every method.
+ * Per adapted projection of shape [out, in]:
  *   lora     r·(in + out)
  *   mixtures E·r·(in + out) + E·in           (E experts with their own A and B, router [E, in])
  *   flylora  r·out                           (A is frozen and sparse, the top-k bias is not trained)
