@@ -16,7 +16,8 @@ export function parseDevice(value: string | undefined, source = 'EXPERTUNE_DEVIC
   if (!match)
     throw new RangeError(`${source}=${JSON.stringify(value)}: expected "cpu" or "cuda:<ordinal>" (e.g. cuda:0)`);
   const index = match[1] === undefined ? 0 : Number(match[1]);
-  if (!Number.isSafeInteger(index)) throw new RangeError(`${source}=${JSON.stringify(value)}: the CUDA ordinal is too large`);
+  if (!Number.isSafeInteger(index))
+    throw new RangeError(`${source}=${JSON.stringify(value)}: the CUDA ordinal is too large`);
   return { kind: 'cuda', index };
 }
 

@@ -156,8 +156,7 @@ export function assertNativeDevice(device: Device, cudaDeviceCount: () => number
   } catch (error) {
     throw deviceError(device, error instanceof Error ? error.message : String(error));
   }
-  if (device.index >= count)
-    throw deviceError(device, `CUDA device ${device.index} does not exist (${count} visible)`);
+  if (device.index >= count) throw deviceError(device, `CUDA device ${device.index} does not exist (${count} visible)`);
 }
 
 /** OpenBLAS core types whose sgemm kernels stop at AVX2. */
