@@ -298,7 +298,7 @@ TEST_CASE("gated low-rank: gate forward and backward, and dropout, match the ada
     Dev<float> g_x(x), g_out(acc);
     et::cuda::dropout(nullptr, g_x, cols, g_out, cols, rows, cols, 1234u, 17u, threshold, 1.0f / (1.0f - p), true);
     sync();
-    CHECK_REL_L2(g_out.get(), out, out.size(), 1e-7);
+    CHECK_REL_L2(g_out.get(), out, out.size(), 1e-6);  // exact but for a possible fused multiply-add
   }
 }
 
