@@ -450,8 +450,10 @@ void set_random_weights(et_model* a, et_model* b, uint32_t seed) {
 }
 
 void compare_training(const char* label, et_adapter_config ac, const std::vector<int32_t>& experts,
-                      const std::vector<int32_t>& topk) {
-  et_model_config c = fixtures::llama_config(96, 64, 160, 2, 4, 2, 16);
+                      const std::vector<int32_t>& topk, int head_dim = 16) {
+  // head_dim 16: 4 heads / 2 KV heads; 64: 2 heads / 1 KV head (the tensor-core attention's size).
+  et_model_config c = head_dim == 16 ? fixtures::llama_config(96, 64, 160, 2, 4, 2, 16)
+                                     : fixtures::llama_config(96, 128, 320, 2, 2, 1, 64);
   c.sliding_window = 12;
   et_model* cpu_model = et_model_create(&c);
   et_model* gpu_model = et_model_create_on(&c, 0);
@@ -547,6 +549,23 @@ TEST_CASE("whole training step, CUDA vs CPU, 20 steps: LoRA, MoLA, LoRAMoE, DynM
   fly.fly_top_k = 2;
   fly.fly_bias_rate = 1e-3f;
   compare_training("flylora", fly, {}, {});
+}
+
+TEST_CASE("whole training step with the tensor-core attention, CUDA vs CPU, 20 steps: LoRA and MoLA") {
+  et::cuda::set_attention_impl(et::cuda::AttentionImpl::TensorCore);
+  et_adapter_config lora{};
+  lora.method = ET_METHOD_LORA;
+  lora.rank = 8;
+  lora.alpha = 16.0f;
+  lora.target_mask = 0x7f;
+  lora.seed = 9;
+  compare_training("lora, mma attention", lora, {}, {}, 64);
+  et_adapter_config mola = lora;
+  mola.method = ET_METHOD_MOLA;
+  mola.rank = 4;
+  mola.balance_coef = 0.01f;
+  compare_training("mola, mma attention", mola, {4, 4}, {2, 2}, 64);
+  et::cuda::set_attention_impl(et::cuda::AttentionImpl::Simt);
 }
 
 TEST_CASE("device selection: a bad ordinal fails with a message, the model reports its device") {
