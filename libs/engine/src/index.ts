@@ -20,7 +20,14 @@ export {
   CPU_DEVICE,
   type Device,
 } from './device.js';
-export { NativeModelBackend, assertNativeDevice, nativeInfo, blasHint, setNativeThreads, loraTargetMask } from './native-model.js';
+export {
+  NativeModelBackend,
+  assertNativeDevice,
+  nativeInfo,
+  blasHint,
+  setNativeThreads,
+  loraTargetMask,
+} from './native-model.js';
 export { createTfjsModel, TfjsModel } from './tfjs/index.js';
 export {
   mix32,
