@@ -2,9 +2,11 @@
 // computing Cᵀ = op(B)ᵀ·op(A)ᵀ, which reads the same memory with the operands swapped.
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
 
 #include "check.h"
 #include "gemm.h"
@@ -22,7 +24,18 @@ void check_cublas(cublasStatus_t status, const char* call, const char* file, int
 constexpr size_t kWorkspaceBytes = 32u << 20;  // what cuBLASLt's Hopper kernels like to have
 
 struct Plan;
-using PlanKey = std::tuple<bool, bool, long, long, long, long, long, long, int, int>;
+// Shape, strides, types, and the pointers' alignments (A, B, C): cuBLASLt's heuristic assumes
+// 256-byte aligned operands unless told otherwise, and the adapter's operands are column offsets
+// inside wider buffers.
+using PlanKey = std::tuple<bool, bool, long, long, long, long, long, long, int, int, uint32_t, uint32_t, uint32_t>;
+
+// The largest power of two (up to 256) dividing the address.
+uint32_t alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
 
 struct Context {
   cublasLtHandle_t handle = nullptr;
@@ -66,7 +79,8 @@ Context::~Context() {
 }
 
 std::unique_ptr<Plan> make_plan(Context& ctx, bool trans_a, bool trans_b, long M, long N, long K, long lda, long ldb,
-                                long ldc, DType ab_type, DType c_type) {
+                                long ldc, DType ab_type, DType c_type, uint32_t align_a, uint32_t align_b,
+                                uint32_t align_c) {
   auto plan = std::make_unique<Plan>();
   // Column-major D[N×M] = op(A')[N×K] · op(B')[K×M] with A' = B's memory and B' = A's memory.
   const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -83,6 +97,15 @@ std::unique_ptr<Plan> make_plan(Context& ctx, bool trans_a, bool trans_b, long M
   size_t workspace = kWorkspaceBytes;
   cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                &workspace, sizeof(workspace));
+  // cuBLASLt's A is our B and its B our A (the operands are swapped above); C and D are our C.
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+  for (const auto& [attribute, bytes] : alignments)
+    if (status == CUBLAS_STATUS_SUCCESS)
+      status = cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, sizeof(bytes));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   if (status == CUBLAS_STATUS_SUCCESS)
@@ -101,10 +124,15 @@ void gemm(cudaStream_t stream, bool trans_a, bool trans_b, long M, long N, long 
           long lda, const void* B, long ldb, DType ab_type, float beta, void* C, long ldc, DType c_type) {
   if (M == 0 || N == 0) return;
   Context& ctx = context();
-  const PlanKey key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(ab_type), static_cast<int>(c_type)};
+  const uint32_t align_a = alignment_of(A), align_b = alignment_of(B), align_c = alignment_of(C);
+  const PlanKey key{trans_a, trans_b, M, N, K, lda, ldb, ldc, static_cast<int>(ab_type), static_cast<int>(c_type),
+                    align_a, align_b, align_c};
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end())
-    it = ctx.plans.emplace(key, make_plan(ctx, trans_a, trans_b, M, N, K, lda, ldb, ldc, ab_type, c_type)).first;
+    it = ctx.plans
+             .emplace(key, make_plan(ctx, trans_a, trans_b, M, N, K, lda, ldb, ldc, ab_type, c_type, align_a, align_b,
+                                     align_c))
+             .first;
   const Plan& plan = *it->second;
   ET_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.op, &alpha, B, plan.a, A, plan.b, &beta, C, plan.c, C, plan.c,
                                  &plan.algo, ctx.workspace, kWorkspaceBytes, stream));
