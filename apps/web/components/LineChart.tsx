@@ -1,13 +1,13 @@
 'use client';
 /**
- * Line charts on uPlot: a canvas chart of ~50 kB that draws tens of thousands of points without
- * effort. Each series is smoothed at full resolution, then cut to a point per pixel (LTTB), then
- * guarded for the log axis, then aligned on the union of steps.
+ * Line charts on uPlot: a canvas chart of ~50 kB that draws 10⁶ points without effort (it reduces
+ * each path to the pixels itself). Each series is smoothed, guarded for the log axis and aligned on
+ * the union of steps (lib/series chartData).
  */
 import { useEffect, useMemo, useRef } from 'react';
 
 import { formatTicks } from '../lib/format';
-import { alignSeries, emaSmooth, logSafe, lttb, type Series } from '../lib/series';
+import { chartData, type Series } from '../lib/series';
 import { useWidth } from './hooks';
 
 export const PALETTE = [
@@ -40,21 +40,6 @@ export interface LineChartProps {
   yLabel?: string;
 }
 
-/** The plotted data of a chart (exported for tests): what uPlot receives. */
-export function chartData(series: readonly ChartSeries[], width: number, logY: boolean, smoothing: number) {
-  let hidden = 0;
-  const prepared = series.map((s) => {
-    const values = smoothing > 0 ? emaSmooth(s.values, smoothing) : s.values;
-    const reduced = lttb({ steps: s.steps, values }, Math.max(3, width));
-    if (!logY) return reduced;
-    const safe = logSafe(reduced.values);
-    hidden += safe.hidden;
-    return { steps: reduced.steps, values: safe.values.map((v) => (v === null ? NaN : v)) };
-  });
-  const { steps, columns } = alignSeries(prepared);
-  return { steps, columns, hidden };
-}
-
 export function LineChart({
   title,
   series,
@@ -67,10 +52,7 @@ export function LineChart({
   const [container, width] = useWidth<HTMLDivElement>();
   const plotRef = useRef<HTMLDivElement>(null);
   const hasData = series.some((s) => s.steps.length > 0);
-  const data = useMemo(
-    () => (width > 0 ? chartData(series, width, logY, smoothing) : null),
-    [series, width, logY, smoothing],
-  );
+  const data = useMemo(() => (width > 0 ? chartData(series, logY, smoothing) : null), [series, width, logY, smoothing]);
 
   useEffect(() => {
     const target = plotRef.current;

@@ -8,7 +8,6 @@ import { describe, expect, it } from 'vitest';
 import { initialFormState, sectionFields } from '../lib/form-schema';
 import type { NamedSeries } from '../lib/routing';
 import { KeyForm } from './ApiProvider';
-import { chartData } from './LineChart';
 import { Progress, StatusBadge } from './JobBits';
 import { RoutingPanel } from './RoutingPanel';
 import { SchemaFields } from './SchemaFields';
@@ -88,25 +87,5 @@ describe('KeyForm and job bits', () => {
     const job = { status: 'running' as const, cancel_requested: true, steps_completed: 5, total_steps: 20 };
     expect(renderToStaticMarkup(<StatusBadge job={job} />)).toContain('running (cancelling)');
     expect(renderToStaticMarkup(<Progress job={job} />)).toContain('aria-label="5 / 20 steps"');
-  });
-});
-
-describe('chartData (what uPlot receives)', () => {
-  it('smooths, cuts to the width, hides non-positive points on a log axis and aligns runs', () => {
-    const data = chartData(
-      [
-        { label: 'a', steps: [1, 2, 3], values: [1, 0, 4] },
-        { label: 'b', steps: [2, 4], values: [2, 3] },
-      ],
-      800,
-      true,
-      0,
-    );
-    expect(data.steps).toEqual([1, 2, 3, 4]);
-    expect(data.columns).toEqual([
-      [1, null, 4, null],
-      [null, 2, null, 3],
-    ]);
-    expect(data.hidden).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { alignSeries, emaSmooth, lastFinite, logSafe, lttb, minMaxDownsample, sparklinePoints } from './series';
+import { alignSeries, chartData, emaSmooth, lastFinite, logSafe, sparklinePoints } from './series';
 
 describe('emaSmooth', () => {
   it('debiases the first points (weight 0.5 on 1, 2, 3)', () => {
@@ -28,44 +28,6 @@ describe('emaSmooth', () => {
   });
 });
 
-describe('lttb', () => {
-  it('keeps a spike: 10 points to 3 keeps first, the spike and last', () => {
-    const steps = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-    const values = [0, 0, 0, 10, 0, 0, 0, 0, 0, 0];
-    expect(lttb({ steps, values }, 3)).toEqual({ steps: [0, 3, 9], values: [0, 10, 0] });
-  });
-
-  it('returns the series unchanged when it already fits', () => {
-    expect(lttb({ steps: [1, 2], values: [3, 4] }, 100)).toEqual({ steps: [1, 2], values: [3, 4] });
-  });
-
-  it('cuts 50,000 points to the pixel width, ends and order kept', () => {
-    const n = 50_000;
-    const steps = Array.from({ length: n }, (_, i) => i);
-    const values = steps.map((i) => Math.exp(-i / 10_000) + 0.01 * Math.sin(i));
-    const out = lttb({ steps, values }, 800);
-    expect(out.steps).toHaveLength(800);
-    expect(out.steps[0]).toBe(0);
-    expect(out.steps[799]).toBe(n - 1);
-    for (let i = 1; i < out.steps.length; i++) expect(out.steps[i]!).toBeGreaterThan(out.steps[i - 1]!);
-  });
-});
-
-describe('minMaxDownsample', () => {
-  it('keeps each bucket’s min and max in step order', () => {
-    const out = minMaxDownsample({ steps: [0, 1, 2, 3, 4, 5, 6, 7], values: [5, 1, 9, 2, 3, 8, 0, 4] }, 2);
-    // bucket 0 (steps 0–3): min 1 at 1, max 9 at 2; bucket 1 (steps 4–7): max 8 at 5, min 0 at 6
-    expect(out).toEqual({ steps: [1, 2, 5, 6], values: [1, 9, 8, 0] });
-  });
-
-  it('leaves short series alone', () => {
-    expect(minMaxDownsample({ steps: [0, 1, 2], values: [1, 2, 3] }, 2)).toEqual({
-      steps: [0, 1, 2],
-      values: [1, 2, 3],
-    });
-  });
-});
-
 describe('logSafe', () => {
   it('hides zero, negatives, NaN and infinities and counts them', () => {
     expect(logSafe([1, 0, -2, NaN, 0.5, Infinity])).toEqual({ values: [1, null, null, null, 0.5, null], hidden: 4 });
@@ -85,6 +47,44 @@ describe('alignSeries', () => {
         [null, 5, null],
       ],
     });
+  });
+});
+
+describe('chartData (what uPlot receives)', () => {
+  it('hides non-positive points on a log axis and aligns runs logged at different steps', () => {
+    const data = chartData(
+      [
+        { steps: [1, 2, 3], values: [1, 0, 4] },
+        { steps: [2, 4], values: [2, 3] },
+      ],
+      true,
+      0,
+    );
+    expect(data.steps).toEqual([1, 2, 3, 4]);
+    expect(data.columns).toEqual([
+      [1, null, 4, null],
+      [null, 2, null, 3],
+    ]);
+    expect(data.hidden).toBe(1);
+  });
+
+  it('keeps every point of curves sharing their steps, smoothed by hand-worked EMA', () => {
+    const steps = [10, 20, 30];
+    const data = chartData(
+      [
+        { steps, values: [1, 3, NaN] },
+        { steps: [10, 20, 30], values: [2, 2, 2] },
+      ],
+      false,
+      0.5,
+    );
+    // EMA 0.5 with debiasing: 1; (0.25 + 1.5) / 0.75 = 7/3; NaN passes through (a gap).
+    expect(data.steps).toEqual(steps);
+    expect(data.columns[0]![0]).toBe(1);
+    expect(data.columns[0]![1]).toBeCloseTo(7 / 3, 12);
+    expect(data.columns[0]![2]).toBeNull();
+    expect(data.columns[1]).toEqual([2, 2, 2]);
+    expect(data.hidden).toBe(0);
   });
 });
 
