@@ -11,6 +11,7 @@
 // uPlot's `draw` hook; ours / raw is what the console's own work costs on top of drawing.
 //
 //   node bench/console/run.mjs [--sizes 10000,100000,1000000] [--repeats 7] [--out FILE]
+/* global window, document, uPlot -- the page callbacks below run in the browser */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
