@@ -3,15 +3,16 @@
 // The base model is models/expertune-tiny-en, a small Llama that `expertune pretrain` trained on
 // public-domain English (docs/base-model.md). The data is the multi-task instruction set that
 // scripts/build-demo-dataset.mjs builds from npm packages (spam, sentiment, capitals, syllables,
-// part of speech). The demo migrates Postgres, creates an API key, starts the job API and a
-// worker, registers the model, uploads the data and submits one fine-tuning job per method, at a
+// part of speech). The demo migrates Postgres, creates an API key, starts the job API, a
+// worker and the console, registers the model, uploads the data and submits one job per method, at a
 // comparable trainable-parameter budget (about 300k, 7% of the base), through the typed client.
 // It evaluates the untrained base on the held-out split with the CLI and prints a table of every
 // job's held-out results (docs/demo.md records a run). On a terminal the API stays up afterwards
 // (its URL is printed) until Ctrl-C; otherwise, or with --exit, everything stops.
-//   npm run demo [-- --methods lora,mola --out DIR --model HF_DIR --port 8080 --exit]
+//   npm run demo [-- --methods lora,mola --out DIR --model HF_DIR --port 8080 --console-port 3000 --exit]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,9 +53,9 @@ const expertune = (args, { capture = false } = {}) =>
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Starts a long-running process of ours; its output goes to `log` (shown if it dies early). */
-function startProcess(name, script, env, log) {
-  const child = spawn(process.execPath, [script], {
-    cwd: root,
+function startProcess(name, script, env, log, { args = [], cwd = root } = {}) {
+  const child = spawn(process.execPath, [script, ...args], {
+    cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -101,6 +102,7 @@ async function main() {
       out: { type: 'string' },
       model: { type: 'string' },
       port: { type: 'string', default: '8080' },
+      'console-port': { type: 'string', default: '3000' },
       exit: { type: 'boolean' },
     },
   });
@@ -151,7 +153,7 @@ async function main() {
   const { createExpertuneClient } = await import('@expertune/contracts');
   const url = databaseUrl();
   console.log(
-    `\n▶ Starting the platform: Postgres ${url.replace(/\/\/[^@]*@/, '//')}, Redis, the job API and a worker`,
+    `\n▶ Starting the platform: Postgres ${url.replace(/\/\/[^@]*@/, '//')}, Redis, the job API, a worker and the console`,
   );
   await runMigrations(url);
   const dataSource = await connect(createDataSource({ url, poolSize: 1 }));
@@ -168,9 +170,19 @@ async function main() {
     env,
     join(work, 'worker.log'),
   );
-  const stopAll = () => [worker, api].forEach((child) => child.exitCode === null && child.stop());
+  // The console, to watch the jobs live (built by setup; the API need not be up yet).
+  const consoleUrl = `http://127.0.0.1:${values['console-port']}`;
+  const web = startProcess(
+    'console',
+    createRequire(join(root, 'apps', 'web', 'package.json')).resolve('next/dist/bin/next'),
+    { EXPERTUNE_API_URL: baseUrl, NEXT_TELEMETRY_DISABLED: '1' },
+    join(work, 'console.log'),
+    { args: ['start', '-p', values['console-port'], '-H', '127.0.0.1'], cwd: join(root, 'apps', 'web') },
+  );
+  const stopAll = () => [web, worker, api].forEach((child) => child.exitCode === null && child.stop());
   process.on('exit', stopAll);
   await waitForHealth(baseUrl, api);
+  console.log(`▶ Watch the jobs in the console: ${consoleUrl} (API key: ${keyPath})`);
   const client = createExpertuneClient({ baseUrl, apiKey: key });
 
   // A second demo run finds the model registered already (names are unique).
@@ -281,14 +293,14 @@ async function main() {
   if (losers.length > 0) process.exitCode = 1;
 
   console.log(
-    `\n▶ The job API is at ${baseUrl} (OpenAPI docs: ${baseUrl}/docs); the demo's key is in ${keyPath}\n` +
+    `\n▶ The job API is at ${baseUrl} (OpenAPI docs: ${baseUrl}/docs), the console at ${consoleUrl}; the demo's key is in ${keyPath}\n` +
       `  e.g. curl -H "Authorization: Bearer $(cat ${keyPath})" ${baseUrl}/v1/jobs`,
   );
   if (values.exit || !process.stdout.isTTY) {
     stopAll();
     return;
   }
-  console.log('  The API and the worker keep running; Ctrl-C stops them.');
+  console.log('  The API, the worker and the console keep running; Ctrl-C stops them.');
   await new Promise((resolve) => process.once('SIGINT', resolve));
   stopAll();
 }
