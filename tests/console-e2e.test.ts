@@ -300,6 +300,11 @@ describe('the console in a real browser', () => {
     }
 
     await byTest('section-optimizer').locator('summary').click();
+    // The accelerator classes with their queues: the one worker of this test serves cpu.
+    await expect
+      .poll(() => byTest('field-accelerator').locator('option', { hasText: 'cpu —' }).textContent())
+      .toMatch(/^cpu — \d+ queued, \d+ running, 1 worker$/);
+
     const lr = byTest('field-hyperparameters.optimizer.lr');
     await lr.fill('-0.001');
     await expect.poll(() => lr.getAttribute('aria-invalid')).toBe('true');

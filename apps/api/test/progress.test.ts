@@ -11,7 +11,7 @@ import {
   trainQueueName,
 } from '@expertune/contracts';
 import { Checkpoint, Dataset, insertMetrics, Job as JobRow, Model } from '@expertune/db';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -165,6 +165,38 @@ describe('a job a worker has run', () => {
     expect(page.has_more).toBe(true);
     const rest = await client.jobs.events(job.id, { after: page.next_cursor! });
     expect(rest.data[0]!.message).toMatch(/^resume from checkpoint at step 100/);
+  });
+});
+
+describe('accelerator classes', () => {
+  it('lists each class with its queued and running jobs, counted in Postgres, and the workers on its queue', async () => {
+    const counts: { status: string; n: number }[] = await api.dataSource.query(
+      `SELECT status, count(*)::int AS n FROM jobs WHERE accelerator = 'cpu' GROUP BY status`,
+    );
+    const expected = (status: string) => counts.find((c) => c.status === status)?.n ?? 0;
+    const before = await client.accelerators.list();
+    expect(before.data).toEqual([
+      {
+        id: 'cpu',
+        object: 'accelerator',
+        queue: trainQueueName('cpu'),
+        queued: expected('queued'),
+        running: expected('running'),
+        workers: 0,
+      },
+    ]);
+    // A worker on the queue (not taking jobs: autorun off) is counted while it is connected.
+    const worker = new Worker(trainQueueName('cpu'), async () => undefined, {
+      connection: { url: api.config.redisUrl },
+      prefix: api.config.queuePrefix,
+      autorun: false,
+    });
+    try {
+      await worker.waitUntilReady();
+      await expect.poll(async () => (await client.accelerators.list()).data[0]!.workers).toBe(1);
+    } finally {
+      await worker.close();
+    }
   });
 });
 

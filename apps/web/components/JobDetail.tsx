@@ -86,11 +86,16 @@ export function JobDetail({ id }: { id: string }) {
           <dd>{formatTime(job.created_at)}</dd>
           <dt>Duration</dt>
           <dd>{formatDuration(jobDuration(job, Math.floor(Date.now() / 1000)))}</dd>
+          <dt>Accelerator</dt>
+          <dd data-testid="job-accelerator">
+            {job.accelerator}
+            {job.queue_position !== null &&
+              ` · waiting, ${job.queue_position === 0 ? 'next in its queue' : `${job.queue_position} ahead in its queue`}`}
+          </dd>
           <dt>Attempt</dt>
           <dd>
             {job.attempt}
             {job.resumed_from ? ` (from ${job.resumed_from})` : ''}
-            {job.queue_position !== null ? ` · queue position ${job.queue_position}` : ''}
           </dd>
           <dt>Latest</dt>
           <dd>

@@ -4,7 +4,7 @@
  * picker shows that method's section, every section its defaults and descriptions; the same
  * schema validates as the user types and again before the request leaves.
  */
-import { ExpertuneApiError, type Dataset, type Model, type TrainMethod } from '@expertune/contracts';
+import { type Accelerator, ExpertuneApiError, type Dataset, type Model, type TrainMethod } from '@expertune/contracts';
 import Link from 'next/link';
 import { useRouter } from 'next/navigation';
 import { useMemo, useState, type ReactNode } from 'react';
@@ -42,6 +42,7 @@ function Picker({
   choices,
   problem,
   onChange,
+  empty = 'choose…',
   children,
 }: {
   name: string;
@@ -50,6 +51,8 @@ function Picker({
   choices: { id: string; text: string }[];
   problem: string | undefined;
   onChange: (value: string) => void;
+  /** The text of the empty first choice. */
+  empty?: string;
   children?: ReactNode;
 }) {
   return (
@@ -62,7 +65,7 @@ function Picker({
         aria-invalid={problem ? true : undefined}
         data-testid={`field-${name}`}
       >
-        <option value="">choose…</option>
+        <option value="">{empty}</option>
         {choices.map((c) => (
           <option key={c.id} value={c.id}>
             {c.text}
@@ -73,6 +76,17 @@ function Picker({
       <Problem text={problem} />
     </div>
   );
+}
+
+/** "cuda-h100 — 3 queued, 1 running, 2 workers": where a job of that class would wait. */
+export function acceleratorText(a: Accelerator): string {
+  const workers =
+    a.workers === null
+      ? 'workers unknown'
+      : a.workers === 0
+        ? 'no worker now'
+        : `${a.workers} worker${a.workers === 1 ? '' : 's'}`;
+  return `${a.id} — ${a.queued} queued, ${a.running} running, ${workers}`;
 }
 
 /** A field's problem under it, announced to screen readers. */
@@ -93,6 +107,7 @@ export function NewJobForm() {
   const [serverProblem, setServerProblem] = useState<{ message: string; param: string | null } | null>(null);
   const models = useResource(() => client.models.list({ limit: 100 }), [client]);
   const datasets = useResource(() => client.datasets.list({ limit: 100 }), [client]);
+  const accelerators = useResource(() => client.accelerators.list(), [client], 10_000);
   const model = useResource<Model | null>(
     () => (state.model ? client.models.get(state.model) : Promise.resolve(null)),
     [client, state.model],
@@ -204,6 +219,19 @@ export function NewJobForm() {
             problem={shownProblems.get('training_file')}
             onChange={(value) => update(['training_file'], value)}
           />
+          <Picker
+            name="accelerator"
+            label="Accelerator"
+            value={state.accelerator}
+            empty="cpu (the default)"
+            choices={(accelerators.data?.data ?? []).map((a) => ({ id: a.id, text: acceleratorText(a) }))}
+            problem={shownProblems.get('accelerator')}
+            onChange={(value) => update(['accelerator'], value)}
+          >
+            <span className="help">
+              The queue that takes the job; it waits there until a worker of that class is free.
+            </span>
+          </Picker>
           <div className="field">
             <label htmlFor="f-validation_file">Validation dataset (optional)</label>
             <select

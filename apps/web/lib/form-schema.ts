@@ -277,6 +277,8 @@ export interface JobFormState {
   method: TrainMethod;
   seed: number | string | undefined;
   suffix: string;
+  /** The accelerator class whose queue takes the job ('' = the API's default, cpu). */
+  accelerator: string;
   /** Section name → that section's values (every method's section kept, so switching back keeps edits). */
   sections: Record<string, Record<string, unknown>>;
 }
@@ -285,7 +287,7 @@ export interface JobFormState {
 export function initialFormState(method: TrainMethod = 'lora'): JobFormState {
   const sections: Record<string, Record<string, unknown>> = {};
   for (const name of [...ADAPTER_METHOD_NAMES, ...COMMON_SECTIONS]) sections[name] = defaultsOf(sectionFields(name));
-  return { model: '', training_file: '', validation_file: '', method, seed: 0, suffix: '', sections };
+  return { model: '', training_file: '', validation_file: '', method, seed: 0, suffix: '', accelerator: '', sections };
 }
 
 /** The POST /v1/jobs body of a form: only the chosen method's section is sent. */
@@ -301,6 +303,7 @@ export function requestFromForm(state: JobFormState): Record<string, unknown> {
     hyperparameters,
     seed: state.seed,
     ...(state.suffix ? { suffix: state.suffix } : {}),
+    ...(state.accelerator ? { accelerator: state.accelerator } : {}),
   };
 }
 

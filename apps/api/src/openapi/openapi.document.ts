@@ -3,6 +3,7 @@
  * (libs/contracts), so the docs cannot drift from what the server accepts.
  */
 import {
+  acceleratorClassSchema,
   adapterSchema,
   checkpointSchema,
   datasetSchema,
@@ -48,6 +49,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
     JobList: jsonSchema(listEnvelopeSchema(jobSchema), 'output'),
     JobEvent: jsonSchema(jobEventSchema, 'output'),
     JobChange: jsonSchema(jobChangeSchema, 'output'),
+    AcceleratorList: jsonSchema(listEnvelopeSchema(acceleratorClassSchema), 'output'),
     JobEventList: jsonSchema(listEnvelopeSchema(jobEventSchema), 'output'),
     MetricSeriesList: jsonSchema(metricSeriesListSchema, 'output'),
     CheckpointList: jsonSchema(listEnvelopeSchema(checkpointSchema), 'output'),
@@ -140,6 +142,12 @@ export function buildOpenApiDocument(): OpenAPIObject {
           summary: 'Server-sent events: stored events after Last-Event-ID, then live ones',
           parameters: [jobId, { name: 'Last-Event-ID', in: 'header', schema: { type: 'string' } }],
           responses: { '200': { description: 'text/event-stream' }, ...errors(401, 404) },
+        },
+      },
+      '/v1/accelerators': {
+        get: {
+          summary: 'The accelerator classes jobs can request, with queued and running jobs and connected workers',
+          responses: { '200': { description: 'Accelerator classes', ...json('AcceleratorList') }, ...errors(401) },
         },
       },
       '/v1/events/stream': {

@@ -4,6 +4,7 @@ import { type DynamicModule, Global, Module } from '@nestjs/common';
 import type { ConnectionOptions } from 'bullmq';
 
 import type { ApiConfig } from '../config/api-config.js';
+import { AcceleratorsController } from './accelerators.controller.js';
 import { QUEUE_REDIS_OPTIONS, QueueService, redisUrlOptions } from './queue.service.js';
 
 /** One BullMQ queue per configured accelerator class (`train-<accelerator>`), registered through @nestjs/bullmq. */
@@ -21,6 +22,7 @@ export class QueueModule {
         }),
         BullModule.registerQueue(...config.accelerators.map((accelerator) => ({ name: trainQueueName(accelerator) }))),
       ],
+      controllers: [AcceleratorsController],
       providers: [QueueService],
       exports: [QueueService],
     };

@@ -3,7 +3,7 @@
  * a failed enqueue leaves the job row queued, and `requeueMissing` (at start, then every 30 s)
  * adds every queued row again; `jobId` = the job's id makes that idempotent.
  */
-import { trainQueueName, type TrainJobData } from '@expertune/contracts';
+import { type Accelerator, trainQueueName, type TrainJobData } from '@expertune/contracts';
 import { Job as JobRow } from '@expertune/db';
 import { getQueueToken } from '@nestjs/bullmq';
 import {
@@ -110,6 +110,28 @@ export class QueueService implements OnModuleInit, OnApplicationBootstrap, OnApp
         'accelerator',
       );
     return queue;
+  }
+
+  /**
+   * Every configured class with what waits and runs in it (Postgres, the source of truth) and the
+   * workers connected to its queue now (Redis; null when it does not answer).
+   */
+  async accelerators(): Promise<Accelerator[]> {
+    const rows: { accelerator: string; status: string; count: string }[] = await this.dataSource.query(
+      `SELECT accelerator, status, count(*) AS count FROM jobs WHERE status IN ('queued', 'running') GROUP BY 1, 2`,
+    );
+    const count = (accelerator: string, status: string) =>
+      Number(rows.find((r) => r.accelerator === accelerator && r.status === status)?.count ?? 0);
+    return Promise.all(
+      this.config.accelerators.map(async (accelerator) => ({
+        id: accelerator,
+        object: 'accelerator' as const,
+        queue: trainQueueName(accelerator),
+        queued: count(accelerator, 'queued'),
+        running: count(accelerator, 'running'),
+        workers: await withTimeout(this.queue(accelerator).getWorkersCount(), 'getWorkersCount').catch(() => null),
+      })),
+    );
   }
 
   async enqueue(accelerator: string, data: TrainJobData): Promise<void> {

@@ -12,7 +12,7 @@ import type {
   MetricQuery,
   MetricSeriesList,
 } from './jobs.js';
-import type { Adapter, Checkpoint, Dataset, Model, ModelRegisterRequest } from './resources.js';
+import type { Accelerator, Adapter, Checkpoint, Dataset, Model, ModelRegisterRequest } from './resources.js';
 
 export class ExpertuneApiError extends Error {
   constructor(
@@ -145,6 +145,10 @@ export function createExpertuneClient(options: ExpertuneClientOptions) {
       list: (query?: { after?: string; limit?: number }) =>
         json<ListEnvelope<Model>>('GET', '/v1/models', undefined, query),
       get: (modelId: string) => json<Model>('GET', `/v1/models/${id(modelId)}`),
+    },
+    /** The accelerator classes this API accepts, with their queues' lengths and connected workers. */
+    accelerators: {
+      list: () => json<ListEnvelope<Accelerator>>('GET', '/v1/accelerators'),
     },
     adapters: {
       list: (query?: { after?: string; limit?: number }) =>

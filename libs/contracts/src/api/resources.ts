@@ -89,3 +89,22 @@ export const checkpointSchema = z.strictObject({
   metrics: z.record(z.string(), z.number()).describe('Metrics at this step (train_loss, valid_loss, …)'),
 });
 export type Checkpoint = z.infer<typeof checkpointSchema>;
+
+/**
+ * An accelerator class this API queues jobs for (GET /v1/accelerators): its queue and what waits
+ * in it, so a client can see where a job would wait and whether any worker serves the class.
+ */
+export const acceleratorClassSchema = z.strictObject({
+  id: z.string().describe('The class, as jobs request it (e.g. cpu, cuda-h100)'),
+  object: z.literal('accelerator'),
+  queue: z.string().describe('The BullMQ queue of the class'),
+  queued: z.number().int().min(0).describe('Jobs of the class waiting for a worker'),
+  running: z.number().int().min(0).describe('Jobs of the class a worker is training'),
+  workers: z
+    .number()
+    .int()
+    .min(0)
+    .nullable()
+    .describe('Workers connected to the queue now; null when Redis is unreachable'),
+});
+export type Accelerator = z.infer<typeof acceleratorClassSchema>;
