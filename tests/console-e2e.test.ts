@@ -25,6 +25,7 @@ import {
   createThrowawayServices,
   ensureAppBuilt,
   freePort,
+  jobWaiter,
   REDIS_URL,
   repoRoot,
   type ServiceProcess,
@@ -123,19 +124,16 @@ async function selectByText(testId: string, text: string): Promise<void> {
 const overflowsSideways = () =>
   page.evaluate(() => document.documentElement.scrollWidth > document.documentElement.clientWidth + 1);
 
-async function waitForJobStatus(id: string, status: Job['status'], timeoutMs = 180_000): Promise<Job> {
-  return waitUntil(
-    `job ${id} to be ${status}`,
-    async () => {
-      const job = await client.jobs.get(id);
-      if (job.status === 'failed') throw new Error(`job ${id} failed: ${JSON.stringify(job.error)}\n${logs()}`);
-      return job.status === status && job;
+function waitForJobStatus(id: string, status: Job['status'], timeoutMs = 180_000): Promise<Job> {
+  return jobWaiter(client, logs, 250)(
+    id,
+    `to be ${status}`,
+    (job) => {
+      if (job.status === 'failed' && status !== 'failed') throw new Error(`failed: ${JSON.stringify(job.error)}`);
+      return job.status === status;
     },
     timeoutMs,
-    250,
-  ).catch((error: Error) => {
-    throw new Error(`${error.message}\n${logs()}`);
-  });
+  );
 }
 
 /** Fills the new-job form for `method` with the short settings of this test and launches it. */

@@ -1,12 +1,14 @@
 /** Shared helpers of the integration tests: temporary directories and the built CLI. */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { ExpertuneClient, Job } from '@expertune/contracts';
 import { createTestDatabase, deleteRedisKeys } from '@expertune/db/testing';
 import { Redis } from 'ioredis';
 
@@ -264,4 +266,44 @@ export async function readSse(
   } finally {
     await reader.cancel().catch(() => undefined);
   }
+}
+
+/**
+ * Polls a job through the API until `test` accepts it; a timeout fails with `logs()` (the processes'
+ * output) appended.
+ */
+export function jobWaiter(client: ExpertuneClient, logs: () => string, everyMs = 150) {
+  return (id: string, what: string, test: (job: Job) => boolean, timeoutMs = 60_000): Promise<Job> =>
+    waitUntil(
+      `job ${id}: ${what}`,
+      async () => {
+        const job = await client.jobs.get(id);
+        return test(job) && job;
+      },
+      timeoutMs,
+      everyMs,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}\n${logs()}`);
+    });
+}
+
+/** The worker's artifact digest (apps/worker README): each file by relative path, `path NUL bytes NUL contents`. */
+export function digestDirectory(root: string): string {
+  const files: string[] = [];
+  const walk = (d: string) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const full = join(d, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.isFile()) files.push(relative(root, full).split(sep).join('/'));
+    }
+  };
+  walk(root);
+  files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const hash = createHash('sha256');
+  for (const file of files) {
+    const contents = readFileSync(join(root, file));
+    hash.update(`${file}\0${contents.length}\0`);
+    hash.update(contents);
+  }
+  return hash.digest('hex');
 }

@@ -8,14 +8,12 @@
  * worker killed with SIGKILL mid-run.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import {
   createExpertuneClient,
   type ExpertuneClient,
-  type Job,
   type JobCreateRequest,
   type JobEvent,
 } from '@expertune/contracts';
@@ -27,8 +25,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   apiMain,
   createThrowawayServices,
+  digestDirectory,
   ensureAppBuilt,
   freePort,
+  jobWaiter,
   readSse,
   REDIS_URL,
   runCliOk,
@@ -158,18 +158,7 @@ function molaJob(
   };
 }
 
-const waitForJob = (id: string, what: string, test: (job: Job) => boolean, timeoutMs = 60_000) =>
-  waitUntil(
-    `job ${id}: ${what}`,
-    async () => {
-      const job = await client.jobs.get(id);
-      return test(job) && job;
-    },
-    timeoutMs,
-    150,
-  ).catch((error: Error) => {
-    throw new Error(`${error.message}\n${logs()}`);
-  });
+const waitForJob = (...args: Parameters<ReturnType<typeof jobWaiter>>) => jobWaiter(client, logs, 150)(...args);
 
 interface Received {
   id: string;
@@ -219,27 +208,6 @@ async function trainLossSteps(jobId: string): Promise<number[]> {
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-/** The worker's artifact digest (apps/worker README): each file by relative path, `path NUL bytes NUL contents`. */
-function digestDirectory(root: string): string {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      const full = join(d, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.isFile()) files.push(relative(root, full).split(sep).join('/'));
-    }
-  };
-  walk(root);
-  files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const hash = createHash('sha256');
-  for (const file of files) {
-    const contents = readFileSync(join(root, file));
-    hash.update(`${file}\0${contents.length}\0`);
-    hash.update(contents);
-  }
-  return hash.digest('hex');
-}
 
 beforeAll(async () => {
   ensureAppBuilt('api');

@@ -19,6 +19,7 @@ import {
   createThrowawayServices,
   ensureAppBuilt,
   freePort,
+  jobWaiter,
   REDIS_URL,
   repoRoot,
   type ServiceProcess,
@@ -27,7 +28,6 @@ import {
   type ThrowawayServices,
   waitForHealth,
   waitForOutput,
-  waitUntil,
   workerBin,
 } from './helpers.js';
 
@@ -90,18 +90,7 @@ function job(accelerator: string, steps: number, checkpointEvery = 0): JobCreate
   };
 }
 
-const waitForJob = (id: string, what: string, test: (job: Job) => boolean, timeoutMs = 60_000) =>
-  waitUntil(
-    `job ${id}: ${what}`,
-    async () => {
-      const current = await client.jobs.get(id);
-      return test(current) && current;
-    },
-    timeoutMs,
-    100,
-  ).catch((error: Error) => {
-    throw new Error(`${error.message}\n${logs()}`);
-  });
+const waitForJob = (...args: Parameters<ReturnType<typeof jobWaiter>>) => jobWaiter(client, logs, 100)(...args);
 
 interface Attempt {
   job_id: string;

@@ -8,9 +8,8 @@
  * from the store is the export the worker digested.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { createExpertuneClient, type ExpertuneClient, type Job } from '@expertune/contracts';
 import { connect, createApiKey, createDataSource, S3Storage } from '@expertune/db';
@@ -22,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   apiMain,
   createThrowawayServices,
+  digestDirectory,
   ensureAppBuilt,
   freePort,
   REDIS_URL,
@@ -76,26 +76,6 @@ async function startWorker(id: string): Promise<ServiceProcess> {
 }
 
 const logs = () => processes.map((p) => `--- ${p.name}\n${p.output().slice(-3000)}`).join('\n');
-
-/** The worker's artifact digest (apps/worker README): each file by relative path, `path NUL bytes NUL contents`. */
-function digestDirectory(root: string): string {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      if (entry.isDirectory()) walk(join(d, entry.name));
-      else if (entry.isFile()) files.push(relative(root, join(d, entry.name)).split(sep).join('/'));
-    }
-  };
-  walk(root);
-  files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const hash = createHash('sha256');
-  for (const file of files) {
-    const contents = readFileSync(join(root, file));
-    hash.update(`${file}\0${contents.length}\0`);
-    hash.update(contents);
-  }
-  return hash.digest('hex');
-}
 
 beforeAll(async () => {
   ensureAppBuilt('api');

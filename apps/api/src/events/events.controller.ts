@@ -14,8 +14,8 @@ import { ZodValidationPipe } from '../common/zod-validation.pipe.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { QueueService, jobEventChannel } from '../queue/queue.service.js';
 import { EventsService, parseEventId } from './events.service.js';
+import { openSse, type SseResponse } from './sse.js';
 
-const HEARTBEAT_MS = 15_000;
 const REPLAY_PAGE = 500;
 
 const eventsQuerySchema = pageQuerySchema.extend({
@@ -55,12 +55,12 @@ export class EventsController implements OnModuleDestroy {
 
     const pending: JobEvent[] = [];
     let replaying = true;
-    let closed = false;
+    let stream: SseResponse | null = null;
     const send = (event: JobEvent) => {
       const eventId = BigInt(event.id);
-      if (closed || eventId <= lastSent) return;
+      if (!stream || stream.closed || eventId <= lastSent) return;
       lastSent = eventId;
-      response.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+      stream.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
     };
     const onMessage = (_channel: string, message: string) => {
       let event: JobEvent;
@@ -84,39 +84,16 @@ export class EventsController implements OnModuleDestroy {
     const subscriber: Redis | null = await this.queues.subscriber(jobEventChannel(id)).catch(() => null);
     subscriber?.on('message', onMessage);
 
-    response.status(200);
-    response.setHeader('content-type', 'text/event-stream; charset=utf-8');
-    response.setHeader('cache-control', 'no-cache, no-transform');
-    response.setHeader('connection', 'keep-alive');
-    response.setHeader('x-accel-buffering', 'no');
-    response.flushHeaders();
-    response.write(': stream of job events\n\n');
-
-    const heartbeat = setInterval(() => response.write(': heartbeat\n\n'), HEARTBEAT_MS);
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      clearInterval(heartbeat);
-      subscriber?.disconnect();
-      this.openStreams.delete(end);
-    };
-    const end = () => {
-      close();
-      response.end();
-    };
-    this.openStreams.add(end);
-    request.on('close', close);
-    response.on('close', close);
+    stream = openSse(request, response, 'stream of job events', () => subscriber?.disconnect(), this.openStreams);
 
     try {
       for (;;) {
         const page = await this.events.list(id, lastSent, REPLAY_PAGE);
         for (const event of page.data) send(event);
-        if (!page.has_more || closed) break;
+        if (!page.has_more || stream.closed) break;
       }
     } catch (error) {
-      close();
-      response.end();
+      stream.end();
       throw error;
     }
     replaying = false;

@@ -11,8 +11,8 @@ import type { Request, Response } from 'express';
 import { ApiException } from '../common/api-exception.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { QueueService } from '../queue/queue.service.js';
+import { openSse, type SseResponse } from './sse.js';
 
-const HEARTBEAT_MS = 15_000;
 /** Progress of one job is forwarded at most this often. */
 const PROGRESS_EVERY_MS = 1_000;
 /** Job ids remembered as ours or foreign, so a metric batch costs no query. */
@@ -65,7 +65,7 @@ export class JobChangesController implements OnModuleDestroy {
       );
     });
     const lastProgress = new Map<string, number>();
-    let closed = false;
+    let stream: SseResponse | null = null;
     let forwarding = Promise.resolve();
 
     subscriber.on('pmessage', (_pattern: string, channel: string, message: string) => {
@@ -78,34 +78,11 @@ export class JobChangesController implements OnModuleDestroy {
       }
       // One after the other, so a change never overtakes an earlier one while its job is looked up.
       forwarding = forwarding.then(async () => {
-        if ((await this.isOurs(change.job_id)) && !closed)
-          response.write(`event: job\ndata: ${JSON.stringify(change)}\n\n`);
+        if (await this.isOurs(change.job_id)) stream?.write(`event: job\ndata: ${JSON.stringify(change)}\n\n`);
       });
     });
 
-    response.status(200);
-    response.setHeader('content-type', 'text/event-stream; charset=utf-8');
-    response.setHeader('cache-control', 'no-cache, no-transform');
-    response.setHeader('connection', 'keep-alive');
-    response.setHeader('x-accel-buffering', 'no');
-    response.flushHeaders();
-    response.write(': changes of every job\n\n');
-
-    const heartbeat = setInterval(() => response.write(': heartbeat\n\n'), HEARTBEAT_MS);
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      clearInterval(heartbeat);
-      subscriber.disconnect();
-      this.openStreams.delete(end);
-    };
-    const end = () => {
-      close();
-      response.end();
-    };
-    this.openStreams.add(end);
-    request.on('close', close);
-    response.on('close', close);
+    stream = openSse(request, response, 'changes of every job', () => subscriber.disconnect(), this.openStreams);
   }
 
   /** Whether the job is in this API's database (remembered both ways: ids are never reused). */
