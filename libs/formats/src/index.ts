@@ -1,4 +1,5 @@
 export * from './errors.js';
+export * from './show.js';
 export * from './dtype.js';
 export * from './safetensors.js';
 export * from './checkpoint.js';

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CheckpointError, ModelConfigError } from './errors.js';
+import { showValue } from './show.js';
 
 /**
  * A Llama-family decoder configuration, normalised from a Hugging Face `config.json`.
@@ -74,13 +75,14 @@ export const CONFIG_DEFAULTS = {
 
 type Json = Record<string, unknown>;
 
+export const MAX_VOCAB_SIZE = 2 ** 31 - 1;
+
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function show(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  return showValue(value, 60);
 }
 
 /** Field accessors that fail with the file and field named. */
@@ -111,7 +113,8 @@ class FieldReader {
       if (fallback !== undefined) return fallback;
       this.fail(label, 'required field is missing');
     }
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    // Safe integers only: 1e21 is an integer to JavaScript, and a size like it hangs whatever loops over it.
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
       this.fail(label, `= ${show(value)}: expected a positive integer`);
     }
     return value;
@@ -156,6 +159,8 @@ export function parseModelConfig(json: unknown, source = 'config.json'): LlamaCo
   refuseUnsupportedFeatures(read, modelType);
 
   const vocabSize = read.positiveInteger('vocab_size');
+  // Token ids travel in Int32Arrays (training sequences, the native engine).
+  if (vocabSize > MAX_VOCAB_SIZE) read.fail('vocab_size', `= ${vocabSize}: token ids must fit in 32 bits`);
   const hiddenSize = read.positiveInteger('hidden_size');
   const intermediateSize = read.positiveInteger('intermediate_size');
   const numLayers = read.positiveInteger('num_hidden_layers');
@@ -445,8 +450,18 @@ export function validateCheckpointAgainstConfig(
   checkpoint: TensorDirectory,
   source = 'checkpoint',
 ): { ignored: string[] } {
-  const expected = expectedTensorShapes(config);
   const present = new Set(checkpoint.names());
+  // Counted before listing: a config declaring millions of layers must not be enumerated.
+  const perLayer = 9 + (config.qkvBias ? 3 : 0) + (config.oBias ? 1 : 0) + (config.mlpBias ? 3 : 0);
+  const needed = 2 + config.numLayers * perLayer + (config.tieWordEmbeddings ? 0 : 1);
+  if (needed > present.size + 1_000) {
+    throw new CheckpointError(
+      `${source} does not match ${config.architecture} config: the config's ${config.numLayers} layers need ` +
+        `${needed} tensors, the checkpoint holds ${present.size}`,
+      source,
+    );
+  }
+  const expected = expectedTensorShapes(config);
   const missing = [...expected.keys()].filter((name) => !present.has(name));
   const unexpected: string[] = [];
   const ignored: string[] = [];

@@ -25,6 +25,7 @@ import {
   type DType,
 } from './dtype.js';
 import { SafetensorsError } from './errors.js';
+import { showValue } from './show.js';
 
 /** Headers above this are refused before allocating anything (the reference implementation's limit). */
 export const MAX_HEADER_LENGTH = 100_000_000;
@@ -69,13 +70,7 @@ function fail(source: string | undefined, problem: string, tensor?: string): nev
 
 /** Shortens a value for an error message (headers come from untrusted files). */
 function show(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  return showValue(value, 80);
 }
 
 /**

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 
 import { TokenizerError } from './errors.js';
+import { showValue } from './show.js';
 
 export interface EncodeOptions {
   /** Apply the tokenizer's post-processor (e.g. prepend BOS). Default true, as Hugging Face. */
@@ -122,6 +123,28 @@ export function createTokenizer(
   const bosToken = pickSpecial('bos_token', USUAL_BOS_TOKENS);
   const eosToken = pickSpecial('eos_token', USUAL_EOS_TOKENS);
 
+  // The library builds some broken tokenizer.json files without complaint (a post-processor's
+  // special token that is not a token), then encodes to ids like undefined: refuse those ids.
+  const encode = (text: string, addSpecialTokens: boolean): number[] => {
+    let ids: number[];
+    try {
+      ids = tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    } catch (error) {
+      throw new TokenizerError(`${source}: cannot encode (${(error as Error).message})`, source);
+    }
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (bad >= 0) {
+      throw new TokenizerError(
+        `${source}: encoding produced token id ${showValue(ids[bad])}, not in the vocabulary (size ${vocabSize}); ` +
+          'check the post_processor and added_tokens',
+        source,
+      );
+    }
+    return ids;
+  };
+  // Fail at load rather than at the first row of a training run.
+  encode('Hello, world.', true);
+
   return {
     vocabSize,
     bosToken,
@@ -133,7 +156,7 @@ export function createTokenizer(
     idToToken: (id) => tokenizer.id_to_token(id) ?? null,
     encode(text, { addSpecialTokens = true } = {}) {
       if (typeof text !== 'string') throw new TokenizerError(`encode: expected a string, got ${typeof text}`, source);
-      return tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+      return encode(text, addSpecialTokens);
     },
     decode(ids, { skipSpecialTokens = false, cleanUpTokenizationSpaces = false } = {}) {
       // The library maps unknown ids to nothing (silently) and refuses an empty list.
