@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { ConfigError, MIXTURE_METHOD_NAMES, parseTrainConfig, type TrainConfig } from '@expertune/contracts';
-import { DatasetError, runTraining } from '@expertune/trainer';
+import { DatasetError, manifestProblem, runTraining } from '@expertune/trainer';
 
 import { listRunCheckpoints, trainConfigInput } from './job-files.js';
 import {
@@ -157,9 +157,10 @@ export async function runJob(input: RunnerInput, signal: AbortSignal): Promise<n
   const latest =
     input.resumeFrom && chosenStep
       ? { step: Number(chosenStep[1]), dir: input.resumeFrom }
-      : (listRunCheckpoints(input.outputDir)
-          .filter((c) => maxSteps === undefined || c.step < maxSteps)
-          .at(-1) ?? null);
+      : // A damaged latest checkpoint (its sha256 manifest disagrees) gives way to the one before it.
+        (listRunCheckpoints(input.outputDir).findLast(
+          (c) => (maxSteps === undefined || c.step < maxSteps) && manifestProblem(c.dir) === null,
+        ) ?? null);
   if (latest) await replayLogs(input.outputDir, latest.step, mixture);
 
   let started = false;

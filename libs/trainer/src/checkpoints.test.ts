@@ -1,11 +1,19 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 import { parseTrainConfig } from '@expertune/contracts';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { configHash, differingKeys, listCheckpoints, pruneCheckpoints, resolveCheckpoint } from './checkpoints.js';
+import {
+  configHash,
+  differingKeys,
+  listCheckpoints,
+  pruneCheckpoints,
+  resolveCheckpoint,
+  verifyCheckpoint,
+} from './checkpoints.js';
+import { writeManifest } from './file-manifest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'expertune-checkpoints-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -14,6 +22,8 @@ function fakeCheckpoint(runDir: string, step: number, evalLoss: number | null): 
   const dir = join(runDir, 'checkpoints', `step-${step}`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'state.json'), JSON.stringify({ step, eval_loss: evalLoss }));
+  writeFileSync(join(dir, 'trainable.safetensors'), Buffer.alloc(4096, step));
+  writeManifest(dir, ['state.json', 'trainable.safetensors']);
 }
 
 describe('checkpoints', () => {
@@ -28,7 +38,35 @@ describe('checkpoints', () => {
     expect(readdirSync(join(run, 'checkpoints'))).toContain('.step-60.tmp-1');
     pruneCheckpoints(run, 0);
     expect(existsSync(join(run, 'checkpoints', 'step-20'))).toBe(true);
-    expect(() => resolveCheckpoint(join(root, 'empty'))).toThrow(/no checkpoint/);
+    expect(() => resolveCheckpoint(join(root, 'empty'))).toThrow(/no complete checkpoint/);
+  });
+
+  it('resumes from the last whole checkpoint: a torn, damaged or half-written later one is ignored', () => {
+    const run = join(root, 'crashed');
+    fakeCheckpoint(run, 10, null);
+    fakeCheckpoint(run, 20, null);
+    // A writer killed mid-write leaves its temporary directory, never a step-N one.
+    const torn = join(run, 'checkpoints', '.step-30.tmp-4242');
+    mkdirSync(torn);
+    writeFileSync(join(torn, 'trainable.safetensors'), Buffer.alloc(100));
+    // A step directory without its manifest (copied in by hand, or by an older writer) is not whole either.
+    mkdirSync(join(run, 'checkpoints', 'step-40'));
+    writeFileSync(join(run, 'checkpoints', 'step-40', 'state.json'), '{"step":40}');
+    // The latest whole one, damaged afterwards: one byte of its tensors flipped.
+    const damaged = join(run, 'checkpoints', 'step-20', 'trainable.safetensors');
+    const bytes = readFileSync(damaged);
+    bytes[100]! ^= 1;
+    writeFileSync(damaged, bytes);
+
+    const skipped: string[] = [];
+    expect(resolveCheckpoint(run, (dir, problem) => skipped.push(`${basename(dir)}: ${problem}`))).toBe(
+      join(run, 'checkpoints', 'step-10'),
+    );
+    expect(skipped).toEqual(['step-20: trainable.safetensors does not match its sha256 in manifest.json']);
+    expect(() => verifyCheckpoint(join(run, 'checkpoints', 'step-20'))).toThrow(/not a complete checkpoint/);
+    expect(() => resolveCheckpoint(join(run, 'checkpoints', 'step-40'))).toThrow(/no manifest\.json/);
+    rmSync(join(run, 'checkpoints', 'step-10', 'state.json'));
+    expect(() => resolveCheckpoint(run)).toThrow(/no complete checkpoint/);
   });
 
   it('names the settings that differ, leaving out those that do not change the numbers', () => {

@@ -5,16 +5,20 @@
  *   optimizer.safetensors  AdamW's moments `m` and `v`, flat, in the engine's order
  *   state.json             step, data position (epoch, micro-batch within it), seed, engine, the
  *                          resolved config and its hash, the eval loss at that step when one ran
+ *   manifest.json          the sha256 of each file above, written last (file-manifest.ts)
  * Each is written into a temporary directory renamed into place, so a killed process leaves
- * either a whole checkpoint or none.
+ * either a whole checkpoint or none; the manifest catches what a rename cannot (a torn copy, a
+ * file damaged later): a resume takes the latest checkpoint that matches it.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 import type { TrainConfig } from '@expertune/contracts';
 import type { Model, OptimizerState } from '@expertune/engine';
 import { SafetensorsFile, writeSafetensors } from '@expertune/formats';
+
+import { MANIFEST_FILE, manifestProblem, writeManifest } from './file-manifest.js';
 
 export interface CheckpointState {
   /** Optimizer updates taken (the schedule position; dropout seeds follow it). */
@@ -74,25 +78,43 @@ function stepOf(name: string): number | null {
   return match ? Number(match[1]) : null;
 }
 
-/** Checkpoint directories of a run, oldest first. */
-export function listCheckpoints(runDir: string): { step: number; dir: string }[] {
+/** Every `step-N` directory of a run, whole or not, oldest first. */
+function stepDirectories(runDir: string): { step: number; dir: string }[] {
   const root = join(runDir, 'checkpoints');
   if (!existsSync(root)) return [];
   return readdirSync(root)
     .map((name) => ({ step: stepOf(name), dir: join(root, name) }))
-    .filter((c): c is { step: number; dir: string } => c.step !== null && existsSync(join(c.dir, 'state.json')))
+    .filter((c): c is { step: number; dir: string } => c.step !== null)
     .sort((a, b) => a.step - b.step);
 }
 
-/** A checkpoint directory (`…/checkpoints/step-N`) as given, or a run directory's latest one. */
-export function resolveCheckpoint(path: string): string {
+/** Checkpoint directories of a run whose manifest was written, oldest first (their sums are checked on resume). */
+export function listCheckpoints(runDir: string): { step: number; dir: string }[] {
+  return stepDirectories(runDir).filter((c) => existsSync(join(c.dir, MANIFEST_FILE)));
+}
+
+/** Throws unless `dir` is a whole checkpoint: every file present and matching the manifest's sha256. */
+export function verifyCheckpoint(dir: string): void {
+  const problem = manifestProblem(dir);
+  if (problem) throw new Error(`${dir} is not a complete checkpoint: ${problem}`);
+}
+
+/**
+ * A checkpoint directory (`…/checkpoints/step-N`) as given, or a run directory's latest whole one:
+ * a damaged latest checkpoint is skipped for the one before it (`onSkipped` says why).
+ */
+export function resolveCheckpoint(path: string, onSkipped?: (dir: string, problem: string) => void): string {
   if (stepOf(basename(path)) !== null) {
-    if (!existsSync(join(path, 'state.json'))) throw new Error(`${path} is not a complete checkpoint (no state.json)`);
+    verifyCheckpoint(path);
     return path;
   }
   const all = listCheckpoints(path);
-  if (all.length === 0) throw new Error(`no checkpoint in ${join(path, 'checkpoints')}: nothing to resume`);
-  return all[all.length - 1]!.dir;
+  for (const { dir } of all.reverse()) {
+    const problem = manifestProblem(dir);
+    if (problem === null) return dir;
+    onSkipped?.(dir, problem);
+  }
+  throw new Error(`no complete checkpoint in ${join(path, 'checkpoints')}: nothing to resume`);
 }
 
 /** The directory of the run a checkpoint belongs to. */
@@ -106,6 +128,8 @@ function tensorsOf(model: Model): Map<string, { dtype: 'F32'; shape: number[]; d
     [...values].map(([name, data]) => [name, { dtype: 'F32', shape: model.backend.tensorShape(name), data }] as const),
   );
 }
+
+const CHECKPOINT_FILES = ['trainable.safetensors', 'optimizer.safetensors', 'state.json'];
 
 /** Writes `output_dir/checkpoints/step-N` atomically, then keeps the last `keep` (and the best by eval loss). */
 export function writeCheckpoint(outputDir: string, model: Model, state: CheckpointState, keep: number): string {
@@ -126,6 +150,7 @@ export function writeCheckpoint(outputDir: string, model: Model, state: Checkpoi
     { steps: String(optimizer.steps) },
   );
   writeFileSync(join(temporary, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+  writeManifest(temporary, CHECKPOINT_FILES);
   rmSync(final, { recursive: true, force: true });
   renameSync(temporary, final);
   pruneCheckpoints(outputDir, keep);
@@ -145,8 +170,18 @@ export function pruneCheckpoints(outputDir: string, keep: number): void {
     const loss = readState(c.dir).eval_loss;
     if (loss !== null && Number.isFinite(loss) && (best === null || loss < best.loss)) best = { step: c.step, loss };
   }
-  for (const c of all.slice(0, Math.max(0, all.length - keep)))
-    if (c.step !== best?.step) rmSync(c.dir, { recursive: true, force: true });
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) if (c.step !== best?.step) discard(c.dir);
+  // Step directories without a manifest below the newest whole one: leftovers of an older writer or a torn copy.
+  const newest = all.at(-1)?.step ?? -1;
+  for (const c of stepDirectories(outputDir))
+    if (c.step < newest && !existsSync(join(c.dir, MANIFEST_FILE))) discard(c.dir);
+}
+
+/** Renamed out of the `step-N` names first: a process killed while deleting never leaves half a checkpoint under one. */
+function discard(dir: string): void {
+  const trash = join(dirname(dir), `.discard-${basename(dir)}-${process.pid}`);
+  renameSync(dir, trash);
+  rmSync(trash, { recursive: true, force: true });
 }
 
 /**

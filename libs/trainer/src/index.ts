@@ -43,7 +43,15 @@ export {
   type RowProblem,
 } from './rows.js';
 export { epochOrder, makeBatch, microBatches } from './batches.js';
-export { configHash, differingKeys, listCheckpoints, resolveCheckpoint, type CheckpointState } from './checkpoints.js';
+export {
+  configHash,
+  differingKeys,
+  listCheckpoints,
+  resolveCheckpoint,
+  verifyCheckpoint,
+  type CheckpointState,
+} from './checkpoints.js';
+export { manifestProblem } from './file-manifest.js';
 export { loadModelWithAdapter, attachExport, describeAdapterExport, type LoadOptions } from './load.js';
 export {
   exportRun,

@@ -9,7 +9,7 @@
  *   export/                       the exported adapter (PEFT LoRA, or the expertune-mole layout for a
  *                                 mixture) or model (full fine-tuning)
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { adapterSection, type TrainConfig } from '@expertune/contracts';
@@ -143,6 +143,18 @@ export function runCard(record: RunRecord): Record<string, string | number> {
 }
 
 export type ExportFallback = 'split';
+
+/**
+ * `exportRun` into a staging directory beside `outDir`, renamed over it when whole: a process
+ * killed while exporting leaves the previous export or none, never a mix of both.
+ */
+export function exportRunAtomically(runDir: string, outDir: string, dtype: 'F32' | 'BF16' | 'F16' = 'F32'): void {
+  const staging = `${outDir}.tmp-${process.pid}`;
+  rmSync(staging, { recursive: true, force: true });
+  exportRun(runDir, staging, dtype);
+  rmSync(outDir, { recursive: true, force: true });
+  renameSync(staging, outDir);
+}
 
 /**
  * Writes the run's export: PEFT LoRA for `lora`, the expertune-mole layout for a mixture, a

@@ -38,7 +38,7 @@ import {
   type CheckpointState,
 } from './checkpoints.js';
 import { evaluate, type EvalResult } from './evaluate.js';
-import { exportRun, saveRunState } from './run-state.js';
+import { exportRunAtomically, saveRunState } from './run-state.js';
 
 export interface StepReport extends TrainStepResult {
   totalSteps: number;
@@ -158,7 +158,13 @@ export async function runTraining(
 ): Promise<TrainResult> {
   const modelDir = resolve(config.model);
   // A resumed run continues in the directory of its checkpoint, whatever output_dir says.
-  const checkpointDir = options.resume !== undefined ? resolveCheckpoint(resolve(options.resume)) : null;
+  // resolveCheckpoint checks the manifest's sums: what it returns is read as whole below.
+  const checkpointDir =
+    options.resume !== undefined
+      ? resolveCheckpoint(resolve(options.resume), (dir, problem) =>
+          console.warn(`skipping checkpoint ${dir}: ${problem}`),
+        )
+      : null;
   const outputDir = checkpointDir ? resolve(runDirOf(checkpointDir)) : resolve(config.output_dir);
   const engine = Engine.create(config.engine, { threads: config.threads });
   const model = await engine.loadModel(modelDir);
@@ -380,7 +386,7 @@ export async function runTraining(
       shapes,
     );
     const exportDir = join(outputDir, 'export');
-    exportRun(outputDir, exportDir, config.export_dtype);
+    exportRunAtomically(outputDir, exportDir, config.export_dtype);
     if (!stopped) callbacks.onEvent?.({ type: 'finished', step: completed, exportDir, metrics: finalMetrics });
     return {
       runId,
