@@ -153,10 +153,11 @@ export function mutateJson<T>(valid: T, mutations: readonly JsonMutation[]): unk
   return root;
 }
 
-/** A valid structure, or one broken by 1–4 mutations (valid inputs reach the deep checks). */
+/** A valid structure, one broken by 1–4 mutations (valid inputs reach the deep checks), or any value at all. */
 export function mutatedJson<T>(valid: fc.Arbitrary<T>): fc.Arbitrary<unknown> {
   return fc.oneof(
     { weight: 1, arbitrary: valid as fc.Arbitrary<unknown> },
+    { weight: 1, arbitrary: oddValue },
     {
       weight: 5,
       arbitrary: fc

@@ -155,6 +155,14 @@ export function expectedAdapterTensors(spec: AdapterSpec, numLayers: number): Ma
   return out;
 }
 
+/** How many tensors `expectedAdapterTensors` lists, counted without listing them. */
+export function expectedAdapterTensorCount(spec: AdapterSpec, numLayers: number): number {
+  const targets = spec.targetModules.length;
+  if (spec.method === 'lora') return (spec.layers?.length ?? numLayers) * targets * 2;
+  if (spec.method === 'flylora') return spec.numLayers * targets * 3;
+  return spec.numExperts.reduce((sum, experts) => sum + (2 * experts + 1) * targets, 0);
+}
+
 function listSome(items: string[], limit = 5): string {
   const shown = items.slice(0, limit).join(', ');
   return items.length > limit ? `${shown} and ${items.length - limit} more` : shown;
@@ -171,6 +179,16 @@ export function validateAdapterTensors(
   shapes: ReadonlyMap<string, readonly number[]>,
   options: { model?: LlamaConfig | undefined; source?: string | undefined; keyPrefix?: string } = {},
 ): void {
+  // A config declaring a billion experts (or layers) must not be listed tensor by tensor: when
+  // it describes far more tensors than the file holds, say so by count.
+  const count = expectedAdapterTensorCount(spec, numLayers);
+  if (count > 2 * shapes.size + 1_000) {
+    throw new CheckpointError(
+      `adapter tensors do not match the adapter config: a ${spec.method} adapter of ${numLayers} layers on ` +
+        `${spec.targetModules.join(', ')} has ${count} tensors, the file holds ${shapes.size}`,
+      options.source,
+    );
+  }
   const expected = expectedAdapterTensors(spec, numLayers);
   const prefix = options.keyPrefix ?? '';
   const missing = [...expected.keys()].filter((name) => !shapes.has(name));

@@ -10,6 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import type { DType } from './dtype.js';
 import { CheckpointError } from './errors.js';
 import { SafetensorsFile, serializeSafetensors, type TensorsToWrite } from './safetensors.js';
+import { showValue } from './show.js';
 
 /** PEFT's prefix on every tensor key of a LoRA adapter. */
 export const PEFT_PREFIX = 'base_model.model.';
@@ -181,11 +182,24 @@ export interface LoadedLoraAdapter extends LoraHyperparameters {
   shapes: Map<string, number[]>;
 }
 
+/** An adapter's adapter_config.json: a JSON object, or a CheckpointError saying what it is instead. */
+export function readAdapterConfigJson(dir: string): Record<string, unknown> {
+  let config: unknown;
+  try {
+    config = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+  } catch (error) {
+    throw new CheckpointError(`adapter_config.json is not valid JSON (${(error as Error).message})`, dir);
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw new CheckpointError(`adapter_config.json is not a JSON object (found ${showValue(config)})`, dir);
+  return config as Record<string, unknown>;
+}
+
 /** Reads a PEFT LoRA directory (ours or any PEFT-written one) back into engine tensor names. */
 export function readPeftLoraAdapter(dir: string): LoadedLoraAdapter {
   const configPath = join(dir, 'adapter_config.json');
   if (!existsSync(configPath)) throw new CheckpointError('no adapter_config.json: not a PEFT adapter directory', dir);
-  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  const config = readAdapterConfigJson(dir);
   const fail = (message: string): never => {
     throw new CheckpointError(`adapter_config.json: ${message}`, dir);
   };

@@ -3,7 +3,7 @@
  * reader for any adapter export, PEFT LoRA or mixture: it returns the adapter's method, its
  * configuration and its tensors under the engine's names, after checking every key and shape.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -26,6 +26,7 @@ import { CheckpointError } from './errors.js';
 import {
   PEFT_PREFIX,
   modelCard,
+  readAdapterConfigJson,
   readPeftLoraAdapter,
   writeExportDirectory,
   type CardSection,
@@ -207,12 +208,7 @@ export function readAdapterExport(dir: string, options: ReadAdapterOptions = {})
       : '';
     throw new CheckpointError(`no adapter_config.json: not an adapter export${hint}`, dir);
   }
-  let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
-  } catch (error) {
-    throw new CheckpointError(`adapter_config.json is not valid JSON (${(error as Error).message})`, dir);
-  }
+  const config = readAdapterConfigJson(dir);
   if (config.format === MIXTURE_FORMAT || config.peft_type === 'MOLE') return readMixture(dir, config, options);
   if (config.peft_type === 'LORA') return readLora(dir, options);
   throw new CheckpointError(
@@ -229,9 +225,12 @@ function readLora(dir: string, options: ReadAdapterOptions): LoadedAdapterExport
       `adapter_config.json: target_modules ${unknown.join(', ')} are not Llama projections (${ADAPTER_PROJECTIONS.join(', ')})`,
       dir,
     );
-  const keyLayers = [...lora.shapes.keys()].map((name) => Number(/^model\.layers\.(\d+)\./.exec(name)?.[1] ?? -1));
-  const numLayers =
-    options.model?.numLayers ?? Math.max(0, ...(lora.layers ?? []).map((l) => l + 1), ...keyLayers.map((l) => l + 1));
+  // A loop, not Math.max(...): a header may name more tensors than a call takes arguments.
+  let deepest = 0;
+  for (const name of lora.shapes.keys())
+    deepest = Math.max(deepest, Number(/^model\.layers\.(\d+)\./.exec(name)?.[1] ?? -1) + 1);
+  for (const layer of lora.layers ?? []) deepest = Math.max(deepest, layer + 1);
+  const numLayers = options.model?.numLayers ?? deepest;
   if (lora.layers && lora.layers.some((l) => l >= numLayers))
     throw new CheckpointError(
       `adapter_config.json: layers_to_transform ${JSON.stringify(lora.layers)} goes beyond the model's ${numLayers} layers`,
