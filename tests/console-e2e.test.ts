@@ -45,6 +45,12 @@ declare const document: {
   activeElement: { value?: string; getAttribute(name: string): string | null } | null;
 };
 declare const window: { sessionStorage: { getItem(key: string): string | null } };
+declare const axe: {
+  run(
+    context: unknown,
+    options: unknown,
+  ): Promise<{ violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] }>;
+};
 
 const CHROMIUM = process.env.EXPERTUNE_CHROMIUM || '/usr/bin/chromium';
 const WEB_BUILD = join(repoRoot, 'apps', 'web', 'build', 'BUILD_ID');
@@ -118,6 +124,25 @@ async function selectByText(testId: string, text: string): Promise<void> {
   await expect.poll(() => select.locator('option', { hasText: text }).count(), { timeout: 15_000 }).toBeGreaterThan(0);
   const value = await select.locator('option', { hasText: text }).first().getAttribute('value');
   await select.selectOption(value!);
+}
+
+/**
+ * The WCAG 2 A and AA rules axe-core finds broken on the page, serious or critical ones only, as
+ * `rule: first offending elements`.
+ */
+async function accessibilityProblems(): Promise<string[]> {
+  await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
+  const violations = await page.evaluate(async () => {
+    const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] } });
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      nodes: v.nodes.map((n) => n.target.join(' ')),
+    }));
+  });
+  return violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id}: ${v.nodes.slice(0, 3).join(', ')}`);
 }
 
 /** Whether the page scrolls sideways: at phone width nothing but a table's own scroller may. */
@@ -433,6 +458,7 @@ describe('the console in a real browser', () => {
         await page.locator('main').waitFor();
         await shot(`09-${viewport}-${name}`);
         expect(await overflowsSideways(), `${name} at ${viewport}`).toBe(false);
+        if (viewport === 'desktop') expect(await accessibilityProblems(), `${name}: axe-core`).toEqual([]);
       }
     }
     await page.setViewportSize(DESKTOP);

@@ -134,7 +134,8 @@ export function JobDetail({ id }: { id: string }) {
       />
       <section className="card" aria-labelledby="config-title">
         <h2 id="config-title">Resolved config</h2>
-        <pre data-testid="resolved-config">
+        {/* Focusable: a keyboard user must be able to scroll it. */}
+        <pre data-testid="resolved-config" tabIndex={0} aria-label="Resolved config (JSON)">
           {JSON.stringify(
             {
               model: job.model,

@@ -107,7 +107,9 @@ export function ModelsPage() {
           <h2>
             {shown.name} <span className="muted">({shown.id})</span>
           </h2>
-          <pre>{JSON.stringify(shown.config ?? {}, null, 2)}</pre>
+          <pre tabIndex={0} aria-label="config.json">
+            {JSON.stringify(shown.config ?? {}, null, 2)}
+          </pre>
         </section>
       )}
     </div>
