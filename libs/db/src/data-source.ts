@@ -1,12 +1,13 @@
 import pg from 'pg';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import { TrackingSchema1732300000000 } from '../../../migrations/1732300000000-tracking-schema.js';
+import { JobApiKey1732400000000 } from '../../../migrations/1732400000000-job-api-key.js';
 import { ENTITIES } from './entities.js';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/expertune';
 
 /** Every migration, oldest first. Listed by class rather than by glob so bundlers and Vitest see them. */
-export const MIGRATIONS = [TrackingSchema1732300000000] as const;
+export const MIGRATIONS = [TrackingSchema1732300000000, JobApiKey1732400000000] as const;
 
 export const HOW_TO_START_POSTGRES =
   'Start PostgreSQL 15 on 127.0.0.1:5432 (Debian: `service postgresql start`; anywhere with Docker: ' +
@@ -33,6 +34,11 @@ export interface CreateDataSourceOptions {
   logging?: boolean;
   /** Pool size of the pg driver (default 10). */
   poolSize?: number;
+  /**
+   * Postgres `statement_timeout` of every connection (default EXPERTUNE_DB_STATEMENT_TIMEOUT_MS, else
+   * 30 s; 0 turns it off): a stuck query fails instead of holding a request or a worker forever.
+   */
+  statementTimeoutMs?: number;
   /** Anything else of TypeORM's Postgres options; the schema settings below cannot be overridden. */
   extra?: Partial<Omit<DataSourceOptions & { type: 'postgres' }, 'type' | 'synchronize' | 'migrationsRun'>>;
 }
@@ -54,7 +60,23 @@ export function createDataSource(options: CreateDataSourceOptions = {}): DataSou
     migrationsRun: false,
     logging: options.logging ?? false,
     poolSize: options.poolSize ?? 10,
+    // Passed to pg's Pool: connecting gives up after 10 s, every statement after the timeout.
+    extra: {
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      statement_timeout: options.statementTimeoutMs ?? statementTimeoutMs(),
+      ...(options.extra?.extra as Record<string, unknown> | undefined),
+    },
   });
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+function statementTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.EXPERTUNE_DB_STATEMENT_TIMEOUT_MS;
+  const value = raw === undefined || raw === '' ? 30_000 : Number(raw);
+  if (!Number.isInteger(value) || value < 0)
+    throw new Error(`EXPERTUNE_DB_STATEMENT_TIMEOUT_MS=${JSON.stringify(raw)}: expected milliseconds ≥ 0`);
+  return value;
 }
 
 /** Initializes `dataSource`, turning a refused connection into a message that says how to start Postgres. */

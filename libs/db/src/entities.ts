@@ -185,6 +185,10 @@ export class Job {
   @Column({ type: 'text', default: 'cpu' })
   accelerator!: string;
 
+  /** The API key that created the job (per-key job limits); null once that key is deleted. */
+  @Column({ name: 'api_key_id', type: 'uuid', nullable: true })
+  apiKeyId!: string | null;
+
   @Column({ name: 'steps_completed', type: 'integer', default: 0 })
   stepsCompleted!: number;
 

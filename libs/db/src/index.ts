@@ -6,3 +6,4 @@ export * from './storage.js';
 export * from './s3-storage.js';
 export * from './bootstrap-key.js';
 export * from './storage-sync.js';
+export * from './redact.js';

@@ -187,6 +187,21 @@ describe('S3Storage', () => {
     }
   });
 
+  it('gives up on a store that accepts the connection and never answers', async () => {
+    const hung = createServer(() => undefined); // reads the request, answers nothing
+    await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = hung.address() as AddressInfo;
+      const storage = s3({ endpoint: `http://127.0.0.1:${port}`, attempts: 2, timeoutMs: 150 });
+      const started = Date.now();
+      await expect(storage.stat('any/key')).rejects.toThrow(/S3 HEAD "any\/key": no answer within 150 ms/);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      hung.closeAllConnections();
+      await new Promise((resolve) => hung.close(resolve));
+    }
+  });
+
   it('keeps deployments apart by prefix', async () => {
     await s3({ prefix: 'deploy-b' }).put('shared/name', Buffer.from('b'));
     await s3({ prefix: 'deploy-c' }).put('shared/name', Buffer.from('c'));

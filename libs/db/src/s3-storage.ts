@@ -39,6 +39,11 @@ export interface S3StorageOptions {
   attempts?: number;
   /** Keys per ListObjectsV2 page (S3's maximum and default: 1000). */
   listPageSize?: number;
+  /**
+   * How long a request may wait for S3's answer (default 30 s), plus 1 s per MiB it uploads: a store
+   * that hangs fails the request (and is retried) instead of holding a worker or a request forever.
+   */
+  timeoutMs?: number;
 }
 
 /** What S3 answered when it was not what we asked for; `status` is the HTTP status. */
@@ -70,6 +75,7 @@ export class S3Storage implements ArtifactStorage {
   private readonly baseUrl: string;
   private readonly attempts: number;
   private readonly listPageSize: number;
+  private readonly timeoutMs: number;
 
   constructor(options: S3StorageOptions) {
     const region = options.region || 'us-east-1';
@@ -92,6 +98,7 @@ export class S3Storage implements ArtifactStorage {
     });
     this.attempts = Math.max(1, options.attempts ?? 3);
     this.listPageSize = options.listPageSize ?? 1000;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
   async put(key: string, data: Buffer | Readable): Promise<StoredObject> {
@@ -206,13 +213,26 @@ export class S3Storage implements ArtifactStorage {
         const headers: Record<string, string> = {};
         if (options.sha256) headers['x-amz-content-sha256'] = options.sha256;
         if (options.bytes !== undefined) headers['content-length'] = String(options.bytes);
-        const request = await this.client.sign(url, {
-          method,
-          headers,
-          body: options.body?.(),
-          ...(options.body ? { duplex: 'half' } : {}),
-        } as RequestInit);
-        const response = await fetch(request);
+        // Until the answer's headers arrive; a download's body then streams as long as it takes.
+        const limitMs = this.timeoutMs + Math.ceil((options.bytes ?? 0) / 1024);
+        const controller = new AbortController();
+        const timer = setTimeout(
+          () => controller.abort(new Error(`S3 ${method} ${JSON.stringify(key)}: no answer within ${limitMs} ms`)),
+          limitMs,
+        );
+        let response: Response;
+        try {
+          const request = await this.client.sign(url, {
+            method,
+            headers,
+            body: options.body?.(),
+            signal: controller.signal,
+            ...(options.body ? { duplex: 'half' } : {}),
+          } as RequestInit);
+          response = await fetch(request);
+        } finally {
+          clearTimeout(timer);
+        }
         if (response.ok || (options.allow404 && response.status === 404)) return response;
         const text = await response.text().catch(() => '');
         lastError = new S3RequestError(method, key, response.status, text);

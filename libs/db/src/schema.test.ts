@@ -1,6 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { DatabaseUnreachableError, ensureDatabase, quoteIdentifier, runMigrations } from './data-source.js';
+import {
+  createDataSource,
+  DatabaseUnreachableError,
+  ensureDatabase,
+  quoteIdentifier,
+  runMigrations,
+} from './data-source.js';
 import { Artifact, Checkpoint, Dataset, Job, JobEvent, Model } from './entities.js';
 import { insertMetrics } from './metrics.js';
 import { createTestDatabase, type TestDatabase } from './test-db.test-util.js';
@@ -162,13 +168,27 @@ describe('the tracking schema migration', () => {
 
   it('down drops everything cleanly, and up works again', async () => {
     await db.dataSource.undoLastMigration();
+    await db.dataSource.undoLastMigration();
     expect(await tables()).toEqual([]);
     const [{ n }] = await db.dataSource.query(`SELECT count(*)::int AS n FROM typeorm_migrations`);
     expect(n).toBe(0);
     const applied = await db.dataSource.runMigrations();
-    expect(applied.map((migration) => migration.name)).toEqual(['TrackingSchema1732300000000']);
+    expect(applied.map((migration) => migration.name)).toEqual([
+      'TrackingSchema1732300000000',
+      'JobApiKey1732400000000',
+    ]);
     expect(await tables()).toEqual(TABLES);
     expect(await db.dataSource.runMigrations()).toEqual([]);
+  });
+
+  it('cancels a statement that runs past the statement timeout, and the connection goes on working', async () => {
+    const timed = await createDataSource({ url: db.url, poolSize: 1, statementTimeoutMs: 100 }).initialize();
+    try {
+      await expect(timed.query('SELECT pg_sleep(5)')).rejects.toThrow(/statement timeout/);
+      expect(await timed.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+    } finally {
+      await timed.destroy();
+    }
   });
 
   it('keeps Model and Dataset exported for the API', () => {
@@ -180,7 +200,7 @@ describe('the tracking schema migration', () => {
     const url = new URL(db.url);
     url.pathname = `/${db.name}_fresh`;
     try {
-      expect(await runMigrations(url.toString())).toEqual(['TrackingSchema1732300000000']);
+      expect(await runMigrations(url.toString())).toEqual(['TrackingSchema1732300000000', 'JobApiKey1732400000000']);
       expect(await runMigrations(url.toString())).toEqual([]);
     } finally {
       const admin = new URL(db.url);
