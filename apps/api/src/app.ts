@@ -9,6 +9,8 @@ import type { NextFunction, Request, Response } from 'express';
 
 import { AppModule } from './app.module.js';
 import { toApiException } from './common/all-exceptions.filter.js';
+import { RedactingLogger } from './common/redacting-logger.js';
+import { securityHeaders } from './common/security-headers.js';
 import type { ApiConfig } from './config/api-config.js';
 import { buildOpenApiDocument } from './openapi/openapi.document.js';
 
@@ -22,11 +24,13 @@ export async function createApp(config: ApiConfig, options: CreateAppOptions = {
   // Our own body parsers: JSON bodies get a small limit, uploads are streamed by their controller.
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, options.imports ?? []), {
     bodyParser: false,
-    logger: options.logger ?? ['error', 'warn', 'log'],
+    logger:
+      options.logger === false ? false : new RedactingLogger({ logLevels: options.logger ?? ['error', 'warn', 'log'] }),
   });
   app.useBodyParser('json', { limit: config.jsonLimitBytes });
   app.enableShutdownHooks();
   app.disable('x-powered-by');
+  app.use(securityHeaders(config.corsOrigins));
   // Errors raised by middleware before a route (body-parser's 413 and bad JSON) never reach Nest's filters.
   app.use((error: unknown, _request: Request, response: Response, next: NextFunction) => {
     const known = toApiException(error);

@@ -2,6 +2,7 @@
  * `expertune-worker`: one process per accelerator (EXPERTUNE_ACCELERATOR, default cpu). SIGTERM or
  * SIGINT stops it gracefully: the running job checkpoints and goes back to the queue.
  */
+import { redactSecrets } from '@expertune/db';
 import { assertNativeDevice, parseDevice } from '@expertune/trainer';
 
 import { settingsFromEnv } from './settings.js';
@@ -23,7 +24,7 @@ export async function main(): Promise<void> {
     worker.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        console.error(error);
+        console.error(redactSecrets(error instanceof Error ? (error.stack ?? error.message) : String(error)));
         process.exit(1);
       },
     );

@@ -8,7 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import type { TrainJobData } from '@expertune/contracts';
+import { parseTrainConfig, type TrainConfig, type TrainJobData } from '@expertune/contracts';
 import {
   type ArtifactStorage,
   connect,
@@ -20,13 +20,16 @@ import {
   type JobError,
   localPathOf,
   type MetricRow,
+  redactSecrets,
+  redactValue,
   syncTree,
 } from '@expertune/db';
 import { UnrecoverableError, WaitingError, Worker, type Job as QueueJob } from 'bullmq';
+import { checkJobResources } from '@expertune/trainer';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 
-import { digestDirectory, listRunCheckpoints, storageKeyOf } from './job-files.js';
+import { digestDirectory, listRunCheckpoints, storageKeyOf, trainConfigInput } from './job-files.js';
 import { EXIT_USER_ERROR, type MetricPoint, type RunnerInput, type RunnerMessage } from './protocol.js';
 import { CANCEL_CHANNEL, jobChannel, type WorkerSettings } from './settings.js';
 
@@ -85,7 +88,8 @@ export class TrainingWorker {
   async start(): Promise<void> {
     const { settings } = this;
     this.dataSource = await connect(createDataSource({ url: settings.databaseUrl, poolSize: 4 }));
-    this.publisher = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+    // Publishes never wait forever on a hung Redis; BullMQ's own connection blocks by design and has no timeout.
+    this.publisher = new Redis(settings.redisUrl, { maxRetriesPerRequest: null, commandTimeout: 10_000 });
     this.subscriber = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel === CANCEL_CHANNEL && this.current && cancelledJobId(message) === this.current.jobId)
@@ -127,7 +131,7 @@ export class TrainingWorker {
   }
 
   private log(message: string): void {
-    console.log(`[worker ${this.settings.workerId}] ${message}`);
+    console.log(redactSecrets(`[worker ${this.settings.workerId}] ${message}`));
   }
 
   private async sql<T = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
@@ -175,9 +179,12 @@ export class TrainingWorker {
     jobId: string,
     level: 'info' | 'warning' | 'error',
     type: string,
-    message: string,
-    data: Record<string, unknown> | null,
+    rawMessage: string,
+    rawData: Record<string, unknown> | null,
   ): Promise<Record<string, unknown>> {
+    // Events are read by every key holder: a trainer error quoting a URL or a key must not carry it.
+    const message = redactSecrets(rawMessage);
+    const data = redactValue(rawData);
     const [row] = await query<{ id: string; created_at: Date }>(
       `INSERT INTO job_events (job_id, level, type, message, data) VALUES ($1, $2, $3, $4, $5)
        RETURNING id::text AS id, created_at`,
@@ -338,7 +345,8 @@ export class TrainingWorker {
     throw new WaitingError();
   }
 
-  private async fail(jobId: string, error: JobError, attempt: number): Promise<void> {
+  private async fail(jobId: string, rawError: JobError, attempt: number): Promise<void> {
+    const error = redactValue(rawError);
     await this.conclude(
       jobId,
       attempt,
@@ -350,6 +358,29 @@ export class TrainingWorker {
       },
       { level: 'error', message: `Job failed: ${error.message}`, data: { status: 'failed', error } },
     );
+  }
+
+  /**
+   * The resource guards again, on this machine (libs/trainer resources.ts): its free memory (and
+   * EXPERTUNE_MEMORY_LIMIT_BYTES), its GPU's (EXPERTUNE_GPU_MEMORY_BYTES) and the data directory's free
+   * disk. A config that does not parse is left to the runner, which reports it as invalid_config.
+   */
+  private resourceShortage(
+    input: RunnerInput,
+    model: { config: Record<string, unknown>; parameter_count: string | number },
+  ): JobError | null {
+    let config: TrainConfig;
+    try {
+      config = parseTrainConfig(trainConfigInput(input), `the config of job ${input.jobId}`);
+    } catch {
+      return null;
+    }
+    const problem = checkJobResources(config, model.config, Number(model.parameter_count), {
+      dataDir: this.settings.dataDir,
+      memory: 'host',
+      device: this.settings.device,
+    });
+    return problem && { code: problem.code, message: problem.message, param: problem.param };
   }
 
   /** Checkpoint rows for the run directory's checkpoints: adds missing ones, drops pruned ones. */
@@ -391,9 +422,12 @@ export class TrainingWorker {
       { status: 'running', attempt, worker_id: this.settings.workerId, resumed_from_step: resumeFrom },
     );
 
-    const [model] = await this.sql<{ name: string; path: string }>('SELECT name, path FROM models WHERE id = $1', [
-      job.base_model_id,
-    ]);
+    const [model] = await this.sql<{
+      name: string;
+      path: string;
+      config: Record<string, unknown>;
+      parameter_count: string | number;
+    }>('SELECT name, path, config, parameter_count FROM models WHERE id = $1', [job.base_model_id]);
     const datasets = await this.sql<{ id: string; storage_key: string; deleted_at: Date | null }>(
       'SELECT id, storage_key, deleted_at FROM datasets WHERE id = ANY($1::uuid[])',
       [[job.training_dataset_id, job.validation_dataset_id].filter((id): id is string => id !== null)],
@@ -442,6 +476,11 @@ export class TrainingWorker {
       resumeFrom: chosen?.dir ?? null,
       threads: this.settings.threads,
     };
+    const shortage = this.resourceShortage(input, model!);
+    if (shortage) {
+      await this.fail(jobId, shortage, attempt);
+      throw new UnrecoverableError(shortage.message);
+    }
     const run = await this.runChild(job, input, attempt);
 
     if (run.lostClaim) return { jobId, outcome: 'skipped', reason: 'another worker took the job over' };

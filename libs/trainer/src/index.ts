@@ -77,3 +77,10 @@ export { runPretraining, paragraphRows, type PretrainResult } from './pretrain.j
 export { trainByteLevelBpe, learnMerges, countPreTokens, type BpeTrainingOptions } from './bpe.js';
 // Device selection (EXPERTUNE_DEVICE), for the worker, which reaches the engine through the trainer.
 export { parseDevice, deviceFromEnv, deviceName, assertNativeDevice, type Device } from '@expertune/engine';
+export {
+  checkJobResources,
+  estimateTrainingMemory,
+  freeDiskBytes,
+  type MemoryEstimate,
+  type ResourceProblem,
+} from './resources.js';

@@ -7,12 +7,12 @@ import { createHash } from 'node:crypto';
 import { type ApiKey, verifyApiKey } from '@expertune/db';
 import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
 import type { DataSource } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
 import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
 import { DATA_SOURCE } from '../database/database.module.js';
+import type { CallerKeyRequest } from './caller-key.decorator.js';
 import { IS_PUBLIC } from './public.decorator.js';
 import { FixedWindowRateLimiter } from './rate-limiter.js';
 
@@ -36,7 +36,7 @@ export class ApiKeyGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const isPublic = this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, [context.getHandler(), context.getClass()]);
     if (isPublic) return true;
-    const request = context.switchToHttp().getRequest<Request>();
+    const request = context.switchToHttp().getRequest<CallerKeyRequest>();
     const header = request.headers.authorization ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new ApiException(401, 'invalid_api_key', 'missing API key: send "Authorization: Bearer <key>"');
@@ -53,6 +53,7 @@ export class ApiKeyGuard implements CanActivate {
         `this API key lacks the ${needed} scope needed for ${request.method}`,
       );
 
+    request.apiKeyId = key.id;
     const retryAfter = this.limiter.take(key.id);
     if (retryAfter !== null)
       throw new ApiException(

@@ -5,6 +5,18 @@ import { z } from 'zod';
 export const API_CONFIG = Symbol('API_CONFIG');
 
 const bytes = z.coerce.number().int().positive();
+const optionalBytes = z.coerce.number().int().min(0).optional();
+const list = z
+  .string()
+  .default('')
+  .transform((text) => [
+    ...new Set(
+      text
+        .split(',')
+        .map((item) => item.trim())
+        .filter(Boolean),
+    ),
+  ]);
 
 export const apiConfigSchema = z.object({
   DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/expertune'),
@@ -31,6 +43,21 @@ export const apiConfigSchema = z.object({
       ),
     ])
     .pipe(z.array(acceleratorSchema.unwrap()).min(1)),
+  /** Directories models may be registered from (comma-separated); empty: anywhere (a warning at start). */
+  EXPERTUNE_MODEL_ROOTS: list,
+  /** Origins allowed to call the API from a browser (comma-separated); empty: none (no CORS headers). */
+  EXPERTUNE_CORS_ORIGINS: list,
+  /** Queued plus running jobs one API key may have (429 above); 0: no limit. */
+  EXPERTUNE_MAX_ACTIVE_JOBS_PER_KEY: z.coerce.number().int().min(0).default(20),
+  /** Dataset limits, checked at upload with the offending line named. */
+  EXPERTUNE_MAX_DATASET_ROWS: z.coerce.number().int().positive().default(1_000_000),
+  EXPERTUNE_MAX_ROW_BYTES: bytes.default(1024 * 1024),
+  /** Resource guards at job creation (libs/trainer resources.ts): a worker's memory, its GPU's, and a simulated free disk. */
+  EXPERTUNE_MEMORY_LIMIT_BYTES: optionalBytes,
+  EXPERTUNE_GPU_MEMORY_BYTES: optionalBytes,
+  EXPERTUNE_DISK_FREE_BYTES: optionalBytes,
+  /** Postgres statement timeout (0: none): no request waits on a stuck query forever. */
+  EXPERTUNE_DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).default(30_000),
 });
 export type ApiConfigInput = z.input<typeof apiConfigSchema>;
 
@@ -45,6 +72,14 @@ export interface ApiConfig {
   queuePrefix: string;
   rateLimitPerMinute: number;
   accelerators: string[];
+  modelRoots: string[];
+  corsOrigins: string[];
+  maxActiveJobsPerKey: number;
+  maxDatasetRows: number;
+  maxRowBytes: number;
+  /** Limits handed to the resource guards as their environment (unset: the guard's default). */
+  resourceLimits: { memoryLimitBytes?: number; gpuMemoryBytes?: number; diskFreeBytes?: number };
+  dbStatementTimeoutMs: number;
 }
 
 /** Reads the settings from `env` (process.env by default); a bad value stops the start with its name. */
@@ -66,5 +101,16 @@ export function loadApiConfig(env: Record<string, string | undefined> = process.
     queuePrefix: e.EXPERTUNE_QUEUE_PREFIX,
     rateLimitPerMinute: e.EXPERTUNE_RATE_LIMIT_PER_MINUTE,
     accelerators: e.EXPERTUNE_ACCELERATORS,
+    modelRoots: e.EXPERTUNE_MODEL_ROOTS,
+    corsOrigins: e.EXPERTUNE_CORS_ORIGINS,
+    maxActiveJobsPerKey: e.EXPERTUNE_MAX_ACTIVE_JOBS_PER_KEY,
+    maxDatasetRows: e.EXPERTUNE_MAX_DATASET_ROWS,
+    maxRowBytes: e.EXPERTUNE_MAX_ROW_BYTES,
+    resourceLimits: {
+      memoryLimitBytes: e.EXPERTUNE_MEMORY_LIMIT_BYTES,
+      gpuMemoryBytes: e.EXPERTUNE_GPU_MEMORY_BYTES,
+      diskFreeBytes: e.EXPERTUNE_DISK_FREE_BYTES,
+    },
+    dbStatementTimeoutMs: e.EXPERTUNE_DB_STATEMENT_TIMEOUT_MS,
   };
 }

@@ -19,7 +19,10 @@ export const STORAGE = Symbol('STORAGE');
       inject: [API_CONFIG],
       useFactory: async (config: ApiConfig) => {
         await runMigrations(config.databaseUrl);
-        return createDataSource({ url: config.databaseUrl }).initialize();
+        return createDataSource({
+          url: config.databaseUrl,
+          statementTimeoutMs: config.dbStatementTimeoutMs,
+        }).initialize();
       },
     },
     {

@@ -51,6 +51,7 @@ export class DatasetsService {
       const format = upload.fields.format ?? 'auto';
       if (!(DATA_FORMATS as readonly string[]).includes(format))
         throw new ApiException(422, 'invalid_parameter', `format: use one of ${DATA_FORMATS.join(', ')}`, 'format');
+      this.checkLimits(upload.tempPath);
       const modelDir = upload.fields.model ? await this.modelDir(upload.fields.model) : null;
       const validation = await this.validate(
         upload.tempPath,
@@ -114,6 +115,43 @@ export class DatasetsService {
     await this.dataSource.getRepository(DatasetRow).update({ id }, { deletedAt: new Date() });
     await this.storage.delete(row.storageKey);
     return { id, object: 'dataset', deleted: true };
+  }
+
+  /**
+   * EXPERTUNE_MAX_ROW_BYTES and EXPERTUNE_MAX_DATASET_ROWS, before any row is parsed or tokenized:
+   * one huge line would otherwise be held whole by the tokenizer, here and in the worker.
+   */
+  private checkLimits(file: string): void {
+    const { maxRowBytes, maxDatasetRows } = this.config;
+    const problems: DatasetProblem[] = [];
+    let rows = 0;
+    const lines = readFileSync(file).toString('latin1').split('\n');
+    for (let index = 0; index < lines.length && problems.length < MAX_REPORTED_PROBLEMS; index++) {
+      const raw = lines[index]!;
+      if (raw.length > maxRowBytes)
+        problems.push({
+          line: index + 1,
+          field: '(row)',
+          message: `the row is ${raw.length} bytes, above the limit of ${maxRowBytes} (EXPERTUNE_MAX_ROW_BYTES)`,
+        });
+      if (raw.trim() !== '' && ++rows === maxDatasetRows + 1)
+        problems.push({
+          line: index + 1,
+          field: '(file)',
+          message: `more than ${maxDatasetRows} rows, the limit (EXPERTUNE_MAX_DATASET_ROWS)`,
+        });
+    }
+    if (problems.length > 0)
+      throw new ApiException(
+        422,
+        'dataset_limit_exceeded',
+        problems
+          .slice(0, 10)
+          .map((p) => `line ${p.line}: ${p.message}`)
+          .join('; '),
+        'file',
+        { lines: problems },
+      );
   }
 
   private requireRow(id: string): Promise<DatasetRow> {

@@ -9,6 +9,7 @@ import {
 import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Post, Query } from '@nestjs/common';
 import type { z } from 'zod';
 
+import { CallerKeyId } from '../auth/caller-key.decorator.js';
 import { ApiException } from '../common/api-exception.js';
 import { ZodValidationPipe } from '../common/zod-validation.pipe.js';
 import { JobsService } from './jobs.service.js';
@@ -28,8 +29,11 @@ export class JobsController {
 
   @Post()
   @HttpCode(200)
-  create(@Body(new ResolveJobRequestPipe()) request: ResolvedJobRequest): Promise<Job> {
-    return this.jobs.create(request);
+  create(
+    @Body(new ResolveJobRequestPipe()) request: ResolvedJobRequest,
+    @CallerKeyId() apiKeyId: string | null,
+  ): Promise<Job> {
+    return this.jobs.create(request, apiKeyId);
   }
 
   @Get()

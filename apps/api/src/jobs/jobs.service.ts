@@ -6,13 +6,17 @@ import {
   type ListEnvelope,
   type ResolvedJobRequest,
   jobListQuerySchema,
+  jobTrainConfig,
+  parseTrainConfig,
 } from '@expertune/contracts';
 import { Checkpoint, Dataset, Job as JobRow, JobEvent, Model } from '@expertune/db';
+import { checkJobResources } from '@expertune/trainer';
 import { Inject, Injectable } from '@nestjs/common';
-import { type DataSource, IsNull } from 'typeorm';
+import { type DataSource, type EntityManager, IsNull } from 'typeorm';
 
 import { ApiException } from '../common/api-exception.js';
 import { findOr404, isUuid, pageOf, unixSeconds, unixSecondsOrNull } from '../common/pagination.js';
+import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
 import { DATA_SOURCE } from '../database/database.module.js';
 import { CANCEL_CHANNEL, QueueService, jobEventChannel } from '../queue/queue.service.js';
 
@@ -23,25 +27,31 @@ export class JobsService {
   constructor(
     @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(QueueService) private readonly queues: QueueService,
+    @Inject(API_CONFIG) private readonly config: ApiConfig,
   ) {}
 
-  async create(request: ResolvedJobRequest): Promise<Job> {
+  async create(request: ResolvedJobRequest, apiKeyId: string | null = null): Promise<Job> {
     this.queues.queue(request.accelerator); // refuses an accelerator nobody serves before anything is written
-    await this.requireModel(request.model, 'model');
+    const model = await this.requireModel(request.model, 'model');
     await this.requireDataset(request.training_file, 'training_file');
     if (request.validation_file) await this.requireDataset(request.validation_file, 'validation_file');
+    this.checkResources(request, model);
     // The row first: whatever Redis does next, the job exists and stays queued until it is enqueued.
-    const row = await this.dataSource.getRepository(JobRow).save({
-      status: 'queued',
-      method: request.method,
-      baseModelId: request.model,
-      trainingDatasetId: request.training_file,
-      validationDatasetId: request.validation_file,
-      config: request.hyperparameters as unknown as Record<string, unknown>,
-      seed: request.seed,
-      suffix: request.suffix,
-      metadata: request.metadata,
-      accelerator: request.accelerator,
+    const row = await this.dataSource.transaction(async (manager) => {
+      await this.checkKeyQuota(manager, apiKeyId);
+      return manager.getRepository(JobRow).save({
+        apiKeyId,
+        status: 'queued' as const,
+        method: request.method,
+        baseModelId: request.model,
+        trainingDatasetId: request.training_file,
+        validationDatasetId: request.validation_file,
+        config: request.hyperparameters as unknown as Record<string, unknown>,
+        seed: request.seed,
+        suffix: request.suffix,
+        metadata: request.metadata,
+        accelerator: request.accelerator,
+      });
     });
     await this.recordEvent(row.id, 'info', 'status', 'job created and queued', { status: 'queued' });
     await this.queues.enqueue(row.accelerator, { jobId: row.id });
@@ -158,9 +168,62 @@ export class JobsService {
       .catch(() => undefined);
   }
 
-  private async requireModel(id: string, param: string): Promise<void> {
-    const found = isUuid(id) && (await this.dataSource.getRepository(Model).existsBy({ id }));
+  private async requireModel(id: string, param: string): Promise<Model> {
+    const found = isUuid(id) ? await this.dataSource.getRepository(Model).findOneBy({ id }) : null;
     if (!found) throw new ApiException(404, 'not_found', `no model with id ${JSON.stringify(id)}`, param);
+    return found;
+  }
+
+  /**
+   * Memory and disk the job will need (libs/trainer resources.ts), refused before it is queued. The
+   * API does not train: memory is checked against EXPERTUNE_MEMORY_LIMIT_BYTES (a worker's size)
+   * only when set; the worker checks its own free memory again before it starts.
+   */
+  private checkResources(request: ResolvedJobRequest, model: Model): void {
+    const config = parseTrainConfig(
+      jobTrainConfig(request, {
+        modelDir: model.path,
+        trainFile: 'train.jsonl',
+        validationFile: null,
+        outputDir: this.config.dataDir,
+      }),
+      'job',
+    );
+    const limits = this.config.resourceLimits;
+    const env = {
+      EXPERTUNE_MEMORY_LIMIT_BYTES: limits.memoryLimitBytes?.toString(),
+      EXPERTUNE_GPU_MEMORY_BYTES: limits.gpuMemoryBytes?.toString(),
+      EXPERTUNE_DISK_FREE_BYTES: limits.diskFreeBytes?.toString(),
+    };
+    const problem = checkJobResources(config, model.config, model.parameterCount, {
+      dataDir: this.config.dataDir,
+      memory: 'configured',
+      device: request.accelerator.startsWith('cuda') ? 'cuda' : 'cpu',
+      env,
+    });
+    if (problem) throw new ApiException(problem.status, problem.code, problem.message, problem.param);
+  }
+
+  /**
+   * At most EXPERTUNE_MAX_ACTIVE_JOBS_PER_KEY queued or running jobs per key; the advisory lock
+   * makes concurrent creations by one key count one after the other.
+   */
+  private async checkKeyQuota(manager: EntityManager, apiKeyId: string | null): Promise<void> {
+    const limit = this.config.maxActiveJobsPerKey;
+    if (apiKeyId === null || limit === 0) return;
+    await manager.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`jobs:${apiKeyId}`]);
+    const [{ active }] = (await manager.query(
+      `SELECT count(*)::int AS active FROM jobs WHERE api_key_id = $1 AND status IN ('queued', 'running')`,
+      [apiKeyId],
+    )) as [{ active: number }];
+    if (active >= limit)
+      throw new ApiException(
+        429,
+        'job_quota_exceeded',
+        `this API key has ${active} queued or running jobs, its limit (EXPERTUNE_MAX_ACTIVE_JOBS_PER_KEY=${limit}); ` +
+          'wait for one to finish or cancel one',
+        null,
+      );
   }
 
   private async requireDataset(id: string, param: string): Promise<void> {

@@ -28,6 +28,7 @@ export type { TrainJobData };
 
 /** A request never waits longer than this on Redis: past it, the answer is a 503. */
 const REDIS_TIMEOUT_MS = 2000;
+const REDIS_COMMAND_TIMEOUT_MS = 10_000;
 const REQUEUE_INTERVAL_MS = 30_000;
 
 function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
@@ -60,6 +61,8 @@ export const QUEUE_REDIS_OPTIONS: RedisOptions = {
   enableOfflineQueue: false,
   maxRetriesPerRequest: 1,
   connectTimeout: REDIS_TIMEOUT_MS,
+  // No command waits forever on a Redis that accepted the connection and then hangs.
+  commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
   retryStrategy: (attempt) => Math.min(attempt * 500, 5000),
 };
 
