@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 
 import type { TrainConfig } from '@expertune/contracts';
 import { hash3, uniform } from '@expertune/engine';
-import type { TextTokenizer } from '@expertune/formats';
+import { showValue, type TextTokenizer } from '@expertune/formats';
 
 import {
   ChatRenderer,
@@ -185,12 +185,13 @@ export function readDataFile(file: string, options: DataOptions): ReadResult {
       const { row, meta } = read;
       let tokens: TokenizedRow;
       if (row.kind === 'ids') {
-        const bound = options.vocabSize ?? Infinity;
+        // Without a vocabulary the bound is what an Int32Array holds: 2^31 would wrap to a negative id.
+        const bound = options.vocabSize ?? 2 ** 31;
         const bad = row.ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= bound);
         if (bad >= 0)
           return problem(
             `ids[${bad}]`,
-            `${JSON.stringify(row.ids[bad])} is not a token id in [0, ${options.vocabSize ?? 'vocabulary size'})`,
+            `${showValue(row.ids[bad])} is not a token id in [0, ${options.vocabSize ?? '2^31'})`,
           );
         tokens = { ids: row.ids, loss: row.ids.map((_, i) => (i === 0 ? 0 : 1)) };
       } else if (!options.tokenizer) {
@@ -203,11 +204,12 @@ export function readDataFile(file: string, options: DataOptions): ReadResult {
         if (options.addEos && options.tokenizer.eosTokenId !== null) ids.push(options.tokenizer.eosTokenId);
         tokens = { ids, loss: ids.map((_, i) => (i === 0 ? 0 : 1)) };
       } else {
-        renderer ??= new ChatRenderer(options.tokenizer.chatTemplate ?? DEFAULT_CHAT_TEMPLATE, {
-          bos_token: options.tokenizer.bosToken ?? '',
-          eos_token: options.tokenizer.eosToken ?? '',
-        });
         try {
+          // Inside the try: the template comes from tokenizer_config.json and may not parse.
+          renderer ??= new ChatRenderer(options.tokenizer.chatTemplate ?? DEFAULT_CHAT_TEMPLATE, {
+            bos_token: options.tokenizer.bosToken ?? '',
+            eos_token: options.tokenizer.eosToken ?? '',
+          });
           tokens = tokenizeSegments(renderer.segments(row.messages), options.tokenizer, options.trainOnInputs ?? false);
         } catch (error) {
           return problem('(row)', `chat template: ${(error as Error).message}`);

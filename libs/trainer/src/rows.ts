@@ -10,7 +10,7 @@
 import { Template } from '@huggingface/jinja';
 
 import type { DATA_FORMATS } from '@expertune/contracts';
-import type { TextTokenizer } from '@expertune/formats';
+import { showValue, type TextTokenizer } from '@expertune/formats';
 
 export type DataFormat = (typeof DATA_FORMATS)[number];
 
@@ -114,10 +114,10 @@ export class RowReader {
     const meta: RowMeta = {};
     const taskType = this.get(row, 'task_type');
     if (taskType === 0 || taskType === 1) meta.taskType = taskType;
-    else if (taskType !== undefined) problem('task_type', `must be 0 or 1, got ${JSON.stringify(taskType)}`);
+    else if (taskType !== undefined) problem('task_type', `must be 0 or 1, got ${showValue(taskType)}`);
     const task = this.get(row, 'task');
     if (typeof task === 'string' && task !== '') meta.task = task;
-    else if (task !== undefined) problem('task', `must be a non-empty string, got ${JSON.stringify(task)}`);
+    else if (task !== undefined) problem('task', `must be a non-empty string, got ${showValue(task)}`);
     return meta;
   }
 
@@ -217,7 +217,7 @@ export class RowReader {
           : undefined;
       if (!role) {
         const known = sharegpt ? Object.keys(SHAREGPT_ROLES).join(', ') : CHAT_ROLES.join(', ');
-        problem(`${at}.${roleKey}`, `unknown role ${JSON.stringify(rawRole)} (one of ${known})`);
+        problem(`${at}.${roleKey}`, `unknown role ${showValue(rawRole)} (one of ${known})`);
         bad = true;
       }
       if (typeof content !== 'string') {
@@ -261,7 +261,12 @@ export class ChatRenderer {
     source: string,
     private readonly specials: { bos_token: string; eos_token: string },
   ) {
-    this.template = new Template(source);
+    try {
+      this.template = new Template(source);
+    } catch (error) {
+      // The parser fails on some broken templates with a bare TypeError: say what failed.
+      throw new Error(`the chat template cannot be parsed (${(error as Error).message})`, { cause: error });
+    }
   }
 
   private render(messages: ChatMessage[], addGenerationPrompt: boolean): string {
