@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import type { Job } from '@expertune/contracts';
+import { Artifact } from '@expertune/db';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createTestEnvironment, type RunningApi, startApi, type TestEnvironment } from './harness.js';
@@ -192,6 +193,27 @@ describe('security rules', () => {
       body: { path: path.join(modelRoot, 'second') },
     });
     expect(inside.status).toBe(200);
+  });
+
+  it('serves artifact files from inside the data directory only: a symlink out of an export is refused and left out of the tar', async () => {
+    const exportDir = path.join(environment.dataDir, 'adapters', 'linked');
+    mkdirSync(exportDir, { recursive: true });
+    writeFileSync(path.join(exportDir, 'adapter_config.json'), '{"r": 4}');
+    writeFileSync(path.join(outside, 'private.txt'), 'not yours');
+    symlinkSync(path.join(outside, 'private.txt'), path.join(exportDir, 'leak.txt'));
+    const artifact = await api.dataSource
+      .getRepository(Artifact)
+      .save({ kind: 'adapter', name: 'linked', storageKey: 'adapters/linked', bytes: 8, sha256: 'c'.repeat(64) });
+
+    const leak = await call<ErrorBody>('GET', `/v1/adapters/${artifact.id}/files/leak.txt`);
+    expect(leak.status).toBe(400);
+    expect(leak.body.error).toMatchObject({ code: 'invalid_path', param: 'name' });
+    const tar = await fetch(`${api.baseUrl}/v1/adapters/${artifact.id}/download`, {
+      headers: { authorization: `Bearer ${launchKey}` },
+    });
+    const bytes = Buffer.from(await tar.arrayBuffer());
+    expect(bytes.includes(Buffer.from('adapter_config.json'))).toBe(true);
+    expect(bytes.includes(Buffer.from('not yours'))).toBe(false);
   });
 
   it('refuses what a key is not scoped for: a read key cannot launch, upload or delete; no key is a 401', async () => {

@@ -7,6 +7,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 
 import { parseTrainConfig, type TrainConfig, type TrainJobData } from '@expertune/contracts';
 import {
@@ -586,13 +588,16 @@ export class TrainingWorker {
       lostClaim: boolean;
     }>((resolve) => {
       const child: ChildProcess = fork(settings.runnerPath, [], {
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        // Piped, not inherited: the trainer's lines pass through the same redaction as the worker's own.
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         serialization: 'json',
         // The engine in the runner reads the device from here (Engine.create's default).
         env: { ...process.env, EXPERTUNE_DEVICE: settings.device },
         // Plain node on the built runner: not the flags of a parent under a test runner (e.g. --conditions=source).
         execArgv: [],
       });
+      forwardRedacted(child.stdout!, process.stdout);
+      forwardRedacted(child.stderr!, process.stderr);
       let stopReason: 'cancel' | 'shutdown' | null = null;
       let finished: Extract<RunnerMessage, { type: 'finished' }> | null = null;
       let stopped: number | null = null;
@@ -769,4 +774,9 @@ export function cancelledJobId(message: string): string {
   } catch {
     return text;
   }
+}
+
+/** Copies a child's output line by line with secrets redacted (libs/db redactSecrets). */
+function forwardRedacted(from: Readable, to: NodeJS.WritableStream): void {
+  createInterface({ input: from, crlfDelay: Infinity }).on('line', (line) => to.write(redactSecrets(line) + '\n'));
 }
