@@ -3,7 +3,7 @@
  * keys (API keys of the job API, in Postgres).
  * Errors print one clear line (no stack trace) and exit with status 1; usage errors with 2.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
@@ -18,8 +18,8 @@ import {
   loadModelConfig,
   writeSafetensors,
 } from '@expertune/formats';
-import { parse as parseYaml } from 'yaml';
 
+import { readConfigFile } from './config-file.js';
 import { dataStats, formatProblems, readDataFile } from './data.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { createKey, formatKeyTable, KeysArgumentError, listKeys, revokeKey } from './keys.js';
@@ -171,43 +171,6 @@ async function commandGenerate(args: string[]): Promise<void> {
   }
 }
 
-/** Applies `--set a.b.c=value` overrides (value parsed as YAML: numbers, booleans, lists). */
-function applyOverrides(config: Record<string, unknown>, sets: string[]): void {
-  for (const set of sets) {
-    const eq = set.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--set expects key.path=value, got '${set}'`);
-    const path = set.slice(0, eq).split('.');
-    let node = config;
-    for (const key of path.slice(0, -1)) {
-      if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
-      node = node[key] as Record<string, unknown>;
-    }
-    node[path[path.length - 1]!] = parseYaml(set.slice(eq + 1));
-  }
-}
-
-/**
- * A YAML (or JSON) config file with `--set` overrides applied; the paths at `pathKeys` (dotted,
- * a string or a list of strings) are made absolute relative to the file's folder.
- */
-function readConfigFile(file: string, sets: unknown, pathKeys: string[]): Record<string, unknown> {
-  if (!existsSync(file)) throw new Error(`config file not found: ${file}`);
-  const raw = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, unknown>;
-  applyOverrides(raw, (sets as string[] | undefined) ?? []);
-  const base = resolve(file, '..');
-  const absolute = (value: unknown) => (typeof value === 'string' ? resolve(base, value) : value);
-  for (const key of pathKeys) {
-    const path = key.split('.');
-    let node: unknown = raw;
-    for (const part of path.slice(0, -1)) node = (node as Record<string, unknown> | undefined)?.[part];
-    const last = path[path.length - 1]!;
-    if (typeof node !== 'object' || node === null || !(last in node)) continue;
-    const record = node as Record<string, unknown>;
-    record[last] = Array.isArray(record[last]) ? record[last].map(absolute) : absolute(record[last]);
-  }
-  return raw;
-}
-
 async function commandTrain(args: string[]): Promise<void> {
   const v = options(args, {
     config: { type: 'string' },
@@ -217,7 +180,12 @@ async function commandTrain(args: string[]): Promise<void> {
   const resume = v.resume as string | undefined;
   if (resume !== undefined && !existsSync(resume)) throw new Error(`--resume: ${resume} does not exist`);
   const file = required(v, 'config');
-  const raw = readConfigFile(file, v.set, ['model', 'output_dir', 'data.train', 'data.validation']);
+  const raw = readConfigFile(file, (v.set as string[] | undefined) ?? [], [
+    'model',
+    'output_dir',
+    'data.train',
+    'data.validation',
+  ]);
   const config = parseTrainConfig(raw, file);
 
   const progress = new ProgressLine(process.stderr);
@@ -292,7 +260,7 @@ function reportTraining(progress: ProgressLine, config: TrainConfig): TrainCallb
 async function commandPretrain(args: string[]): Promise<void> {
   const v = options(args, { config: { type: 'string' }, set: { type: 'string', multiple: true } });
   const file = required(v, 'config');
-  const raw = readConfigFile(file, v.set, ['output_dir', 'model_dir', 'text']);
+  const raw = readConfigFile(file, (v.set as string[] | undefined) ?? [], ['output_dir', 'model_dir', 'text']);
   const config = parsePretrainConfig(raw, file);
   for (const path of config.text) if (!existsSync(path)) throw new Error(`text file not found: ${path}`);
 
