@@ -21,10 +21,11 @@ export function securityHeaders(corsOrigins: readonly string[]) {
     // The swagger page at /docs runs its own inline scripts and styles; it may still not be framed.
     if (request.path === '/docs' || request.path.startsWith('/docs/'))
       response.setHeader('content-security-policy', "frame-ancestors 'none'");
+    // The answer depends on the Origin whenever an allowlist exists: caches must keep them apart.
+    if (allowed.size > 0) response.append('vary', 'Origin');
     const origin = request.headers.origin;
     if (origin && allowed.has(origin)) {
       response.setHeader('access-control-allow-origin', origin);
-      response.setHeader('vary', 'Origin');
       response.setHeader('access-control-allow-headers', 'authorization, content-type, last-event-id');
       response.setHeader('access-control-allow-methods', 'GET, POST, DELETE');
       response.setHeader('access-control-max-age', '600');
