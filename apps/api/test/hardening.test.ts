@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import type { Job } from '@expertune/contracts';
-import { Artifact } from '@expertune/db';
+import { Artifact, Checkpoint } from '@expertune/db';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createTestEnvironment, type RunningApi, startApi, type TestEnvironment } from './harness.js';
@@ -166,9 +166,13 @@ describe('resource guards', () => {
     // Another key, and reads by the busy key, go on as before.
     expect((await createJob(await api.key(['launch']))).status).toBe(200);
     expect((await call('GET', `/v1/jobs/${first.body.id}`, { key: busy })).status).toBe(200);
-    // A cancelled job frees its place.
+    // A cancelled job frees its place; resuming it would take one again.
     expect((await call('POST', `/v1/jobs/${first.body.id}/cancel`, { key: busy })).status).toBe(200);
     expect((await createJob(busy)).status).toBe(200);
+    await api.dataSource.getRepository(Checkpoint).save({ jobId: first.body.id, step: 1, storageKey: 'x' });
+    const resumed = await call<ErrorBody>('POST', `/v1/jobs/${first.body.id}/resume`, { key: busy, body: {} });
+    expect(resumed.status).toBe(429);
+    expect(resumed.body.error.code).toBe('job_quota_exceeded');
   });
 });
 

@@ -81,6 +81,7 @@ export {
   checkJobResources,
   estimateTrainingMemory,
   freeDiskBytes,
+  freeGpuBytes,
   type MemoryEstimate,
   type ResourceProblem,
 } from './resources.js';

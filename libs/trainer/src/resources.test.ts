@@ -1,7 +1,11 @@
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { parseTrainConfig } from '@expertune/contracts';
 import { describe, expect, it } from 'vitest';
 
-import { checkJobResources, estimateTrainingMemory, freeDiskBytes } from './resources.js';
+import { checkJobResources, estimateTrainingMemory, freeDiskBytes, freeGpuBytes } from './resources.js';
 
 // A Llama-7B-shaped config: 32 layers of width 4096, MLP 11008, vocabulary 32000.
 const LLAMA_7B = {
@@ -60,5 +64,33 @@ describe('resource estimates', () => {
   it('reads free disk space from the nearest existing directory, or the override', () => {
     expect(freeDiskBytes('/tmp/does/not/exist/yet', {})).toBeGreaterThan(0);
     expect(freeDiskBytes('/tmp', { EXPERTUNE_DISK_FREE_BYTES: '123' })).toBe(123);
+  });
+
+  it("asks nvidia-smi for the worker's free GPU memory (the setting wins; the API never asks)", () => {
+    const bin = mkdtempSync(join(tmpdir(), 'expertune-nvidia-smi-'));
+    try {
+      // A stand-in that answers like nvidia-smi: MiB free of the GPU asked for with -i.
+      writeFileSync(
+        join(bin, 'nvidia-smi'),
+        '#!/bin/sh\nfor a; do last=$a; done\n[ "$last" = 1 ] && echo 8192 || echo 40960\n',
+      );
+      chmodSync(join(bin, 'nvidia-smi'), 0o755);
+      const env = { PATH: `${bin}:/usr/bin:/bin` };
+      expect(freeGpuBytes('cuda:1', 'host', env)).toBe(8192 * 2 ** 20);
+      expect(freeGpuBytes('cuda:0', 'host', env)).toBe(40960 * 2 ** 20);
+      expect(freeGpuBytes('cuda:1', 'host', { ...env, EXPERTUNE_GPU_MEMORY_BYTES: '7' })).toBe(7);
+      expect(freeGpuBytes('cuda:1', 'configured', env)).toBeNull();
+      expect(freeGpuBytes('cuda:0', 'host', { PATH: '/nonexistent' })).toBeNull();
+      const onSmallGpu = checkJobResources(config(), LLAMA_7B, PARAMETERS_7B, {
+        dataDir: '/tmp',
+        memory: 'host',
+        device: 'cuda:1',
+        env: { ...env, EXPERTUNE_DISK_FREE_BYTES: String(2 ** 40) },
+      });
+      expect(onSmallGpu?.code).toBe('insufficient_gpu_memory');
+      expect(onSmallGpu?.message).toContain('8.00 GiB is free on cuda:1');
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });

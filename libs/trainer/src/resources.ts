@@ -4,6 +4,7 @@
  * instead of dying later (an OOM kill mid-step, ENOSPC mid-checkpoint). The estimate is a model
  * of the native engine's F32 buffers, deliberately on the high side; docs/security.md lists it.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, statfsSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -152,6 +153,32 @@ export function freeDiskBytes(dir: string, env: NodeJS.ProcessEnv = process.env)
   return stats.bavail * stats.bsize;
 }
 
+/**
+ * Free memory of the GPU `cuda:<n>`: EXPERTUNE_GPU_MEMORY_BYTES when set; on the worker (`host`)
+ * otherwise nvidia-smi's memory.free (the engine has no query of its own), null when it cannot say.
+ */
+export function freeGpuBytes(
+  device: string,
+  memory: 'host' | 'configured',
+  env: NodeJS.ProcessEnv = process.env,
+): number | null {
+  const override = bytesSetting(env, 'EXPERTUNE_GPU_MEMORY_BYTES');
+  if (override !== null || memory === 'configured') return override;
+  const index = /^cuda(?::(\d+))?$/.exec(device)?.[1] ?? '0';
+  try {
+    const mib = execFileSync('nvidia-smi', ['--query-gpu=memory.free', '--format=csv,noheader,nounits', '-i', index], {
+      encoding: 'utf8',
+      timeout: 5_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env,
+    });
+    const value = Number(mib.trim());
+    return Number.isFinite(value) && value >= 0 ? value * 2 ** 20 : null;
+  } catch {
+    return null;
+  }
+}
+
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 
 export interface ResourceCheck {
@@ -166,7 +193,7 @@ export interface ResourceCheck {
 
 /**
  * The first resource `config` lacks, or null. Memory: the estimate against EXPERTUNE_MEMORY_LIMIT_BYTES
- * and (on the worker) os.freemem(); GPU memory: against EXPERTUNE_GPU_MEMORY_BYTES when set; disk:
+ * and (on the worker) os.freemem(); GPU memory: against `freeGpuBytes`; disk:
  * the checkpoints kept (keep_checkpoints + 1 while a new one is written) and the export against
  * the free space of the data directory.
  */
@@ -185,12 +212,12 @@ export function checkJobResources(
     `optimizer ${gib(estimate.optimizer)}, activations ${gib(estimate.activations)} for micro_batch_size ` +
     `${config.training.micro_batch_size} × max_seq_len ${config.data.max_seq_len})`;
   const onGpu = check.device.startsWith('cuda');
-  const gpuLimit = onGpu ? bytesSetting(env, 'EXPERTUNE_GPU_MEMORY_BYTES') : null;
+  const gpuLimit = onGpu ? freeGpuBytes(check.device, check.memory, env) : null;
   if (gpuLimit !== null && estimate.total > gpuLimit)
     return {
       status: 422,
       code: 'insufficient_gpu_memory',
-      message: `training needs about ${what} of GPU memory; ${gib(gpuLimit)} is available (EXPERTUNE_GPU_MEMORY_BYTES)`,
+      message: `training needs about ${what} of GPU memory; ${gib(gpuLimit)} is free on ${check.device}`,
       param: 'hyperparameters.training.micro_batch_size',
     };
   const limits = [bytesSetting(env, 'EXPERTUNE_MEMORY_LIMIT_BYTES'), check.memory === 'host' ? freemem() : null];

@@ -119,9 +119,13 @@ export class JobsService {
       if (!checkpoint)
         throw ApiException.conflict('no_checkpoint', `job ${id} has no checkpoint to resume from`, 'checkpoint');
     }
-    await this.dataSource
-      .getRepository(JobRow)
-      .update({ id }, { status: 'queued', error: null, finishedAt: null, cancelRequestedAt: null });
+    // Queued again, it counts against its key's active jobs again.
+    await this.dataSource.transaction(async (manager) => {
+      await this.checkKeyQuota(manager, row.apiKeyId);
+      await manager
+        .getRepository(JobRow)
+        .update({ id }, { status: 'queued', error: null, finishedAt: null, cancelRequestedAt: null });
+    });
     await this.recordEvent(id, 'info', 'status', `resume from checkpoint at step ${checkpoint.step} queued`, {
       status: 'queued',
       resume_from_checkpoint: checkpoint.id,
