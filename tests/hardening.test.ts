@@ -35,13 +35,15 @@ const S3_SECRET = 'wJalrXUtnFEMI-K7MDENG-hardening-s3-secret';
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
- * A stand-in trainer runner (EXPERTUNE_RUNNER_PATH) that does the worst it can: prints its
- * environment's secrets and a Bearer header to stdout and stderr, and fails with them in its error.
+ * A stand-in trainer runner (EXPERTUNE_RUNNER_PATH) that does the worst it can: prints the secrets
+ * it was handed under innocent names, and a Bearer header, to stdout and stderr, and fails with
+ * them in its error. The worker's own credentials never reach it: it says which it sees.
  */
 const LEAKY_RUNNER = `
 process.once('message', () => {
-  const secrets = 'db ' + process.env.DATABASE_URL + ' s3 ' + process.env.EXPERTUNE_S3_SECRET_ACCESS_KEY;
-  console.log('runner: ' + secrets + ' Authorization: Bearer ' + process.env.LEAKED_KEY);
+  const seen = ['DATABASE_URL', 'EXPERTUNE_S3_SECRET_ACCESS_KEY'].filter((name) => name in process.env);
+  const secrets = 'pw ' + process.env.LEAKED_PW + ' s3 ' + process.env.LEAKED_S3;
+  console.log('runner sees [' + seen.join(',') + '] ' + secrets + ' Authorization: Bearer ' + process.env.LEAKED_KEY);
   console.error('runner error: ' + secrets);
   process.send({ type: 'error', error: { code: 'internal_error', message: 'crashed: ' + secrets + ' key ' + process.env.LEAKED_KEY, param: null } }, () => process.exit(3));
 });
@@ -129,6 +131,8 @@ beforeAll(async () => {
       EXPERTUNE_WORKER_ID: 'leaky-worker',
       EXPERTUNE_RUNNER_PATH: leakyRunner,
       LEAKED_KEY: apiKey,
+      LEAKED_PW: PG_PASSWORD,
+      LEAKED_S3: S3_SECRET,
     }),
   );
   processes.push(api, worker, leakyWorker);
@@ -186,7 +190,7 @@ describe('hardening with real processes', () => {
     expect(failed.status, logs()).toBe('failed');
     expect(failed.error!.message).toContain('[redacted]');
     const leakyOutput = processes.find((p) => p.name === 'leaky worker')!.output();
-    expect(leakyOutput).toContain('runner: db postgres://');
+    expect(leakyOutput).toContain('runner sees [] pw [redacted] s3 [redacted]');
     expect(leakyOutput).toContain('Bearer [redacted]');
 
     // Requests carrying keys, good and bad, in the Authorization header.

@@ -25,6 +25,7 @@ import {
   redactSecrets,
   redactValue,
   syncTree,
+  withoutSecrets,
 } from '@expertune/db';
 import { UnrecoverableError, WaitingError, Worker, type Job as QueueJob } from 'bullmq';
 import { checkJobResources } from '@expertune/trainer';
@@ -592,7 +593,8 @@ export class TrainingWorker {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         serialization: 'json',
         // The engine in the runner reads the device from here (Engine.create's default).
-        env: { ...process.env, EXPERTUNE_DEVICE: settings.device },
+        // Without the worker's credentials: the trainer reads files and needs none of them.
+        env: { ...withoutSecrets(process.env), EXPERTUNE_DEVICE: settings.device },
         // Plain node on the built runner: not the flags of a parent under a test runner (e.g. --conditions=source).
         execArgv: [],
       });

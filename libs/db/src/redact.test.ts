@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { redactSecrets, redactValue } from './redact.js';
+import { redactSecrets, redactValue, withoutSecrets } from './redact.js';
 
 const env = {
   DATABASE_URL: 'postgres://expertune:pg-pass-1234@db:5432/expertune',
@@ -55,5 +55,12 @@ describe('redactSecrets', () => {
         env,
       ),
     ).toEqual({ error: { message: 'bad key [redacted]', step: 3 }, tags: ['[redacted]'] });
+  });
+
+  it("keeps credentials out of a child's environment", () => {
+    expect(withoutSecrets({ ...env, REDIS_URL: 'redis://:x@r', OPENBLAS_CORETYPE: 'Haswell' })).toEqual({
+      EXPERTUNE_DATA_DIR: '/var/lib/expertune',
+      OPENBLAS_CORETYPE: 'Haswell',
+    });
   });
 });

@@ -61,3 +61,15 @@ export function redactValue<T>(value: T, env: NodeJS.ProcessEnv = process.env): 
     return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, redactValue(item, env)])) as T;
   return value;
 }
+
+/**
+ * `env` less what a child that needs no service should not hold: connection URLs and every
+ * secret-named variable (the trainer reads files; the worker talks to Postgres, Redis and S3).
+ */
+export function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(env).filter(
+      ([name]) => !SECRET_ENV_NAME.test(name) && !/^(DATABASE_URL|REDIS_URL|PG(PASSWORD|PASSFILE))$/.test(name),
+    ),
+  );
+}
