@@ -182,8 +182,8 @@ export function freeGpuBytes(
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 
 export interface ResourceCheck {
-  /** Where checkpoints and the export are written. */
-  dataDir: string;
+  /** Where checkpoints and the export are written; null: not on this machine's disk (the API with S3 storage). */
+  dataDir: string | null;
   /** `host`: this machine's free memory counts (the worker); `configured`: only EXPERTUNE_MEMORY_LIMIT_BYTES (the API, which does not train). */
   memory: 'host' | 'configured';
   /** The engine's device (`cpu`, `cuda:0`): on a GPU the weights and activations live in its memory. */
@@ -231,6 +231,7 @@ export function checkJobResources(
       message: `training needs about ${onGpu ? gib(hostNeed) : what} of memory; ${gib(available)} is free`,
       param: 'hyperparameters.training.micro_batch_size',
     };
+  if (check.dataDir === null) return null;
   const keep = config.training.keep_checkpoints;
   // keep_checkpoints 0 keeps every one, a count that depends on the data: one is the least it needs.
   const kept = keep > 0 ? keep + 1 : 1;

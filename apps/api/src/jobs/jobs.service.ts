@@ -17,7 +17,7 @@ import { type DataSource, type EntityManager, IsNull } from 'typeorm';
 import { ApiException } from '../common/api-exception.js';
 import { findOr404, isUuid, pageOf, unixSeconds, unixSecondsOrNull } from '../common/pagination.js';
 import { API_CONFIG, type ApiConfig } from '../config/api-config.js';
-import { DATA_SOURCE } from '../database/database.module.js';
+import { type ArtifactStorage, DATA_SOURCE, STORAGE } from '../database/database.module.js';
 import { CANCEL_CHANNEL, QueueService, jobEventChannel } from '../queue/queue.service.js';
 
 type JobListParams = ReturnType<typeof jobListQuerySchema.parse>;
@@ -28,6 +28,7 @@ export class JobsService {
     @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(QueueService) private readonly queues: QueueService,
     @Inject(API_CONFIG) private readonly config: ApiConfig,
+    @Inject(STORAGE) private readonly storage: ArtifactStorage,
   ) {}
 
   async create(request: ResolvedJobRequest, apiKeyId: string | null = null): Promise<Job> {
@@ -200,7 +201,8 @@ export class JobsService {
       EXPERTUNE_DISK_FREE_BYTES: limits.diskFreeBytes?.toString(),
     };
     const problem = checkJobResources(config, model.config, model.parameterCount, {
-      dataDir: this.config.dataDir,
+      // With S3 storage the checkpoints are written on the worker's disk, which the worker checks.
+      dataDir: this.storage.path ? this.config.dataDir : null,
       memory: 'configured',
       device: request.accelerator.startsWith('cuda') ? 'cuda' : 'cpu',
       env,
