@@ -16,6 +16,7 @@ import { useResource } from './hooks';
 import { isLive, StatusBadge } from './JobBits';
 import { PALETTE, type ChartSeries } from './LineChart';
 import { CurvesCard, useStableSeries } from './MetricCharts';
+import { TableScroller } from './ResourceTable';
 
 export const MAX_RUNS = 10;
 
@@ -136,7 +137,7 @@ export function Comparison({ runs }: { runs: Run[] }) {
       />
       <section className="card" aria-labelledby="cmp-final">
         <h2 id="cmp-final">Final metrics</h2>
-        <div className="table-wrap">
+        <TableScroller label="Final metrics">
           <table data-testid="compare-final-metrics">
             <thead>
               <tr>
@@ -162,7 +163,7 @@ export function Comparison({ runs }: { runs: Run[] }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableScroller>
       </section>
 
       <section className="card" aria-labelledby="cmp-config">
@@ -177,7 +178,7 @@ export function Comparison({ runs }: { runs: Run[] }) {
           />{' '}
           Differences only
         </label>
-        <div className="table-wrap">
+        <TableScroller label="Config">
           <table data-testid="compare-config">
             <thead>
               <tr>
@@ -209,7 +210,7 @@ export function Comparison({ runs }: { runs: Run[] }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableScroller>
       </section>
 
       <section className="card" aria-labelledby="cmp-routing" data-testid="compare-routing">

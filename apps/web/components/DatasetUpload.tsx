@@ -6,6 +6,7 @@ import { useState } from 'react';
 import { formatBytes } from '../lib/format';
 import { lineProblems, renderRow, type LineProblem } from '../lib/preview';
 import { errorText, useApi } from './ApiProvider';
+import { TableScroller } from './ResourceTable';
 
 export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: Dataset) => void; modelId?: string }) {
   const { client } = useApi();
@@ -61,7 +62,7 @@ export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: 
         </p>
       )}
       {lines.length > 0 && (
-        <div className="table-wrap">
+        <TableScroller label="Rows the API refused">
           <table data-testid="upload-line-errors">
             <caption className="muted">Rows the API refused</caption>
             <thead>
@@ -81,7 +82,7 @@ export function DatasetUpload({ onUploaded, modelId }: { onUploaded?: (dataset: 
               ))}
             </tbody>
           </table>
-        </div>
+        </TableScroller>
       )}
       {uploaded && <DatasetPreview dataset={uploaded} />}
     </div>

@@ -22,6 +22,7 @@ import { canResume, isLive, JobActions, Progress, StatusBadge } from './JobBits'
 import type { ChartSeries } from './LineChart';
 import { CurvesCard, useStableSeries } from './MetricCharts';
 import { RoutingPanel } from './RoutingPanel';
+import { TableScroller } from './ResourceTable';
 
 /** Points per series asked of the API: about a screen's width; the chart cuts further to its own width. */
 export const MAX_POINTS = 2000;
@@ -204,7 +205,7 @@ function Checkpoints({
       {checkpoints.length === 0 ? (
         <p className="muted">none (training.checkpoint_every is 0, or none written yet)</p>
       ) : (
-        <div className="table-wrap">
+        <TableScroller label="Checkpoints">
           <table>
             <thead>
               <tr>
@@ -233,7 +234,7 @@ function Checkpoints({
               ))}
             </tbody>
           </table>
-        </div>
+        </TableScroller>
       )}
     </section>
   );

@@ -2,6 +2,26 @@
 /** The list table of a page (datasets, models, jobs): columns declared once, an empty or loading row. */
 import type { ReactNode } from 'react';
 
+/**
+ * The horizontal scroller around a wide table: focusable and labelled, so a keyboard user can
+ * scroll it (WCAG's scrollable-region rule; the browser test runs axe-core on every page).
+ */
+export function TableScroller({
+  label,
+  card = false,
+  children,
+}: {
+  label: string;
+  card?: boolean;
+  children: ReactNode;
+}) {
+  return (
+    <div className={card ? 'card table-wrap' : 'table-wrap'} tabIndex={0} role="region" aria-label={label}>
+      {children}
+    </div>
+  );
+}
+
 export interface Column<Row> {
   header: ReactNode;
   cell: (row: Row) => ReactNode;
@@ -33,7 +53,7 @@ export function ResourceTable<Row extends { id: string }>({
   const className = (column: Column<Row>) =>
     [column.numeric ? 'num' : '', column.hideNarrow ? 'hide-narrow' : ''].filter(Boolean).join(' ') || undefined;
   return (
-    <div className="card table-wrap">
+    <TableScroller label={testId.replace(/-/g, ' ')} card>
       <table data-testid={testId}>
         <thead>
           <tr>
@@ -63,6 +83,6 @@ export function ResourceTable<Row extends { id: string }>({
           ))}
         </tbody>
       </table>
-    </div>
+    </TableScroller>
   );
 }
