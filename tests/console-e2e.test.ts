@@ -72,7 +72,7 @@ let apiUrl: string;
 let webUrl: string;
 let apiKey: string;
 let client: ExpertuneClient;
-/** Uncaught errors of the pages: none is expected anywhere. */
+/** Uncaught errors of the pages and CSP refusals: none is expected anywhere. */
 const pageErrors: string[] = [];
 const jobs: { lora?: Job; mola?: Job } = {};
 
@@ -243,6 +243,10 @@ beforeAll(async () => {
   context = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (error) => pageErrors.push(`${page.url()}: ${error.message}`));
+  // A script, style or request the console's Content-Security-Policy blocks is a bug too.
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) pageErrors.push(`${page.url()}: ${message.text()}`);
+  });
 });
 
 afterAll(async () => {
@@ -255,7 +259,13 @@ afterAll(async () => {
 
 describe('the console in a real browser', () => {
   it('asks for the key once, keeps it out of the URL, and shows the jobs', async () => {
-    await page.goto(`${webUrl}/jobs`);
+    const answer = await page.goto(`${webUrl}/jobs`);
+    // The console's security headers (apps/web/next.config.mjs), as the browser receives them.
+    const headers = answer!.headers();
+    expect(headers['x-content-type-options']).toBe('nosniff');
+    expect(headers['x-frame-options']).toBe('DENY');
+    expect(headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(headers['x-powered-by']).toBeUndefined();
     await byTest('key-form').waitFor();
     await shot('01-key-entry');
     await byTest('key-input').fill(apiKey);
