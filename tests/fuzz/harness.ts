@@ -34,6 +34,8 @@ export interface FuzzFigures {
   seed: number;
 }
 
+class HangError extends Error {}
+
 const longRuns = Number(process.env.FUZZ_RUNS ?? '');
 /** Memory one input may hold on to while it is parsed: far above any fixture, far below a declared size. */
 const MEMORY_BOUND = 256 * 1024 * 1024;
@@ -63,11 +65,20 @@ export async function fuzzParser<I, R>(target: FuzzTarget<I, R>): Promise<FuzzFi
     let result: R | undefined;
     let error: unknown;
     let threw = false;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      result = await target.parse(input);
+      // A synchronous hang cannot be interrupted (the test's timeout catches it); an input whose
+      // promise never settles fails here and is shrunk like any other.
+      const hung = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new HangError(`no result after ${bound} ms (a hang)`)), bound);
+      });
+      result = await Promise.race([target.parse(input), hung]);
     } catch (caught) {
+      if (caught instanceof HangError) throw caught;
       threw = true;
       error = caught;
+    } finally {
+      clearTimeout(timer);
     }
     const elapsed = performance.now() - started;
     if (elapsed > bound) throw new Error(`one input took ${elapsed.toFixed(0)} ms (bound ${bound} ms)`);

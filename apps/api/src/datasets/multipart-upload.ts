@@ -36,8 +36,13 @@ export async function receiveUpload(request: Request, tempDir: string, limitByte
   const tempPath = path.join(tempDir, `upload-${randomBytes(8).toString('hex')}.partial`);
 
   return new Promise<UploadedFile>((resolve, reject) => {
-    const fields: Record<string, string> = {};
+    // No prototype: a field named "__proto__" stays a field.
+    const fields = Object.create(null) as Record<string, string>;
     let file: Promise<{ filename: string; bytes: number; truncated: boolean }> | null = null;
+    let fileStream: (NodeJS.ReadableStream & { destroy(): void }) | null = null;
+    /** Settles when the temporary file's descriptor is closed (an open still under way creates the file). */
+    let sinkClosed: Promise<void> | null = null;
+    let settled = false;
     let parser: busboy.Busboy;
     try {
       parser = busboy({
@@ -49,28 +54,47 @@ export async function receiveUpload(request: Request, tempDir: string, limitByte
       return;
     }
     const fail = (error: unknown) => {
+      if (settled) return;
+      settled = true;
       request.unpipe(parser);
       request.resume();
-      void unlink(tempPath).catch(() => undefined);
       reject(error);
+      // The temporary file is removed once its writer has stopped: removed earlier, a write still
+      // under way would create it again (a partial file left behind, found by fuzzing).
+      fileStream?.destroy();
+      void (sinkClosed ?? Promise.resolve()).then(() => unlink(tempPath)).catch(() => undefined);
     };
     parser.on('field', (name, value) => {
       fields[name] = value;
     });
     parser.on('file', (name, stream, info) => {
-      if (name !== 'file' || file) {
+      // After a failure busboy may still emit a buffered part: writing it would leave a file behind.
+      if (name !== 'file' || file || settled) {
         stream.resume();
         return;
       }
       let bytes = 0;
       let truncated = false;
+      fileStream = stream;
       stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
       stream.on('limit', () => (truncated = true));
-      file = pipeline(stream, createWriteStream(tempPath)).then(() => ({
+      const sink = createWriteStream(tempPath);
+      sinkClosed = new Promise((resolve) => sink.once('close', () => resolve()));
+      file = pipeline(stream, sink).then(() => ({
         filename: path.basename(String(info.filename ?? 'dataset.jsonl').replace(/\\/g, '/')) || 'dataset.jsonl',
         bytes,
         truncated,
       }));
+      // Handled here as well: after a parser error nothing else awaits it, and an unhandled
+      // rejection would take the API process down (found by fuzzing).
+      file.catch((error: unknown) =>
+        fail(
+          // A file system error is ours (500); anything else is the body ending mid-file.
+          (error as NodeJS.ErrnoException).syscall !== undefined
+            ? error
+            : new ApiException(400, 'bad_request', `malformed multipart body: ${(error as Error).message}`),
+        ),
+      );
     });
     parser.on('error', (error: Error) =>
       fail(new ApiException(400, 'bad_request', `malformed multipart body: ${error.message}`)),
@@ -91,7 +115,10 @@ export async function receiveUpload(request: Request, tempDir: string, limitByte
                 'file',
               ),
             );
-          else resolve({ tempPath, filename: received.filename, bytes: received.bytes, fields });
+          else if (!settled) {
+            settled = true;
+            resolve({ tempPath, filename: received.filename, bytes: received.bytes, fields });
+          }
         },
         (error) => fail(error),
       );
