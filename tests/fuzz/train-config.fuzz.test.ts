@@ -24,7 +24,7 @@ import { stringify as toYaml } from 'yaml';
 import { ApiException } from '../../apps/api/src/common/api-exception.js';
 import { readConfigFile } from '../../libs/trainer/src/config-file.js';
 import { fuzzParser, logFigures } from './harness.js';
-import { mutatedJson, mutatedText, oddString } from './mutations.js';
+import { mutatedJson, mutatedText, nested, oddString } from './mutations.js';
 
 const methodSection = (method: string) =>
   fc.record(
@@ -254,5 +254,17 @@ describe('training config file: found while fuzzing', () => {
   it('YAML syntax errors are ConfigErrors with the line and column', () => {
     expect(() => read('model: [\n')).toThrow(/\(file\): not valid YAML at line 2, column 1/);
     expect(() => read(`model: ${'['.repeat(2_000)}`)).toThrow(ConfigError);
+  });
+});
+
+describe('job create request: found by fuzzing', () => {
+  it('a method nested 100,000 deep is a 422 naming "method", not a RangeError from the error message', () => {
+    const body = { model: 'm', training_file: 'ds-1', method: nested(100_000, 'array') };
+    const result = resolveJobRequest(body);
+    expect(result.success).toBe(false);
+    if (result.success) return;
+    const error = ApiException.fromZod(result.error);
+    expect(error.status).toBe(422);
+    expect(error.message).toContain('method: unknown method a value nested too deep to show');
   });
 });

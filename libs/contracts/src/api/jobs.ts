@@ -31,8 +31,18 @@ export type JobStatus = (typeof JOB_STATUSES)[number];
 /** Statuses a job never leaves (DELETE accepts only these). */
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 
+/** The input quoted in a message; never throws (a request body may nest deeper than JSON.stringify goes). */
+function quote(input: unknown): string {
+  try {
+    const text = JSON.stringify(input) ?? String(input);
+    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  } catch {
+    return 'a value nested too deep to show';
+  }
+}
+
 export const methodSchema = z.enum(TRAIN_METHODS, {
-  error: (issue) => `unknown method ${JSON.stringify(issue.input)}: use one of ${TRAIN_METHODS.join(', ')}`,
+  error: (issue) => `unknown method ${quote(issue.input)}: use one of ${TRAIN_METHODS.join(', ')}`,
 });
 
 // The data section less its file paths: the API names files by dataset id (training_file, validation_file).
