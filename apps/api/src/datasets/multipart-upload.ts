@@ -70,6 +70,9 @@ export async function receiveUpload(request: Request, tempDir: string, limitByte
     parser.on('file', (name, stream, info) => {
       // After a failure busboy may still emit a buffered part: writing it would leave a file behind.
       if (name !== 'file' || file || settled) {
+        // Drained and ignored; a body cut short errors this stream too, and an error with no
+        // listener is an uncaught exception that ends the API process (found by fuzzing).
+        stream.on('error', () => undefined);
         stream.resume();
         return;
       }
