@@ -124,29 +124,26 @@ export function mutateJson<T>(valid: T, mutations: readonly JsonMutation[]): unk
     const keys = Object.keys(target);
     const key = keys.length > 0 ? keys[mutation.at % keys.length]! : mutation.key;
     const own = target as Record<string, unknown>;
+    // Defined, not assigned: assigning "__proto__" would swap the container's prototype.
+    const set = (name: string, value: unknown) =>
+      Object.defineProperty(own, name, { value, enumerable: true, writable: true, configurable: true });
     switch (mutation.op) {
       case 'replace':
-        own[key] = mutation.value;
+        set(key, mutation.value);
         break;
       case 'delete':
-        if (Array.isArray(target)) target.splice(Number(key), 1);
+        if (Array.isArray(target)) Array.prototype.splice.call(target, Number(key), 1);
         else delete own[key];
         break;
       case 'add':
-        if (Array.isArray(target)) target.push(mutation.value);
-        else
-          Object.defineProperty(own, mutation.key, {
-            value: mutation.value,
-            enumerable: true,
-            writable: true,
-            configurable: true,
-          });
+        if (Array.isArray(target)) Array.prototype.push.call(target, mutation.value);
+        else set(mutation.key, mutation.value);
         break;
       case 'wrap':
-        own[key] = [own[key]];
+        set(key, [own[key]]);
         break;
       case 'empty':
-        own[key] = Array.isArray(own[key]) ? [] : {};
+        set(key, Array.isArray(own[key]) ? [] : {});
         break;
     }
   }
