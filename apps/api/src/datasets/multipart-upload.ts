@@ -13,6 +13,9 @@ import type { Request } from 'express';
 
 import { ApiException } from '../common/api-exception.js';
 
+/** How long the parser may take to finish after the last byte of the body arrived. */
+const PARSER_GRACE_MS = 3000;
+
 export interface UploadedFile {
   /** Temporary path; the caller moves or deletes it. */
   tempPath: string;
@@ -125,6 +128,19 @@ export async function receiveUpload(request: Request, tempDir: string, limitByte
         },
         (error) => fail(error),
       );
+    });
+    // busboy answers every body it reads to the end with close or error, except some whose opening
+    // delimiter is broken (found by fuzzing, docs/fuzzing.md): once the whole body has been handed
+    // over, a parser still open after PARSER_GRACE_MS will never finish, and the client gets a 400
+    // instead of waiting forever.
+    let parserClosed = false;
+    parser.once('close', () => (parserClosed = true));
+    request.once('end', () => {
+      const timer = setTimeout(() => {
+        if (!parserClosed)
+          fail(new ApiException(400, 'bad_request', 'malformed multipart body: the parser did not reach its end'));
+      }, PARSER_GRACE_MS);
+      timer.unref();
     });
     request.pipe(parser);
   });
