@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import ts from 'typescript';
 
+import { CHROMIUM } from '../../scripts/system-deps.mjs';
 import { fmt, log, median, root } from '../lib/common.mjs';
 
 const { values: args } = parseArgs({
@@ -32,7 +33,6 @@ const { values: args } = parseArgs({
 });
 const sizes = args.sizes.split(',').map(Number);
 const repeats = Number(args.repeats);
-const CHROMIUM = process.env.EXPERTUNE_CHROMIUM || '/usr/bin/chromium';
 const WIDTH = 600;
 const CURVES = 4;
 
